@@ -1,1 +1,215 @@
-//! config
+//! Process configuration: defaults, overridden by the YAML file, overridden
+//! by command-line flags. Validated before use (and before a reload swaps it).
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse { file: String, line: u64, column: u64, message: String },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the app connects. Loopback unless told otherwise.
+    pub listen: SocketAddr,
+    pub backend: String,
+    pub admin: SocketAddr,
+    /// A rules YAML file or a folder of them.
+    pub rules: PathBuf,
+    pub backend_tls: TlsConfig,
+    pub log: LogConfig,
+    /// SIGTERM: how long open transactions may run before connections are closed.
+    pub shutdown_grace_secs: u64,
+    /// Largest packet thaw accepts from either side (the server enforces its own limit too).
+    pub max_packet_bytes: usize,
+    pub connect_timeout_ms: u64,
+    pub retry: RetryConfig,
+    /// Credentials for the readiness probe's mysql_async ping; without them
+    /// readiness checks TCP plus a server greeting.
+    pub probe: Option<ProbeConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:3307".parse().unwrap(),
+            backend: "127.0.0.1:3306".into(),
+            admin: "127.0.0.1:9105".parse().unwrap(),
+            rules: PathBuf::from("rules"),
+            backend_tls: TlsConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace_secs: 30,
+            max_packet_bytes: 1 << 30,
+            connect_timeout_ms: 5000,
+            retry: RetryConfig::default(),
+            probe: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    #[default]
+    Disabled,
+    /// Use TLS when the server offers it.
+    Preferred,
+    /// Refuse the connection when the server does not offer TLS.
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM bundle of CAs trusted for the server certificate. Without it the
+    /// certificate is not verified (encryption only), like `--ssl` in the mysql CLI.
+    pub ca_file: Option<PathBuf>,
+    /// Check that the certificate names the backend host (or `server_name`).
+    pub verify_identity: bool,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `thaw=debug`. `THAW_LOG` overrides it.
+    pub level: String,
+    /// Replace literals in logged statements with `?`.
+    pub redact_literals: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into(), redact_literals: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub enabled: bool,
+    /// Error codes retried at statement level (when only the statement was rolled back).
+    pub errors: Vec<u16>,
+    /// Re-sends after the first failure.
+    pub attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    /// Total time a statement may spend waiting between retries.
+    pub budget_ms: u64,
+    /// Replay a recorded transaction after 1213 (and 1205 when innodb_rollback_on_timeout=ON).
+    pub replay: bool,
+    /// Bytes of commands recorded per transaction; past it, no replay.
+    pub replay_max_bytes: usize,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            errors: vec![1205],
+            attempts: 3,
+            backoff_base_ms: 20,
+            backoff_cap_ms: 500,
+            budget_ms: 10_000,
+            replay: true,
+            replay_max_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            ConfigError::Parse { file: file.into(), line, column, message: first_line(&e.to_string()) }
+        })?;
+        cfg.validate().map_err(|message| ConfigError::Invalid { file: file.into(), message })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_packet_bytes < 1024 {
+            return Err("max_packet_bytes must be at least 1024".into());
+        }
+        if self.retry.attempts > 100 {
+            return Err("retry.attempts above 100 is not sensible".into());
+        }
+        if self.retry.backoff_base_ms > self.retry.backoff_cap_ms {
+            return Err("retry.backoff_base_ms exceeds retry.backoff_cap_ms".into());
+        }
+        if self.backend_tls.verify_identity && self.backend_tls.ca_file.is_none() {
+            return Err("backend_tls.verify_identity needs backend_tls.ca_file".into());
+        }
+        Ok(())
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(Config::parse("", "c.yaml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn fields_override_defaults() {
+        let c = Config::parse("listen: 0.0.0.0:4000\nbackend_tls:\n  mode: required\nretry:\n  attempts: 5\n", "c.yaml").unwrap();
+        assert_eq!(c.listen.port(), 4000);
+        assert_eq!(c.backend_tls.mode, TlsMode::Required);
+        assert_eq!(c.retry.attempts, 5);
+        assert_eq!(c.retry.errors, vec![1205]);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_column() {
+        let err = Config::parse("listen: 127.0.0.1:3307\nretry:\n  atempts: 5\n", "thaw.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("thaw.yaml:3:3: "), "{err}");
+        assert!(err.contains("atempts"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_reported() {
+        let err = Config::parse("retry:\n  backoff_base_ms: 900\n  backoff_cap_ms: 10\n", "t.yaml").unwrap_err();
+        assert!(err.to_string().contains("backoff_base_ms"));
+    }
+}

@@ -1,1 +1,33 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use thaw::cli::{Cli, Command};
+use thaw::config::{LogConfig, LogFormat};
+use thaw::rules::RuleSet;
+
+fn init_logging(cfg: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THAW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cfg.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let config = args.resolve()?;
+            init_logging(&config.log);
+            let rules = if config.rules.exists() {
+                RuleSet::load(&config.rules).with_context(|| format!("loading rules from {}", config.rules.display()))?
+            } else {
+                tracing::warn!(path = %config.rules.display(), "rules path does not exist: relaying only");
+                RuleSet::empty()
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(thaw::server::run(config, args.config.clone(), rules))?;
+            Ok(())
+        }
+    }
+}

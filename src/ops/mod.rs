@@ -1,1 +1,6 @@
-//! ops
+//! Operating thaw: metrics, the admin HTTP listener, reloads.
+pub mod admin;
+pub mod metrics;
+pub mod reload;
+
+pub use metrics::Metrics;

@@ -49,13 +49,27 @@ pub struct CaptureSpec { pub table: String }
 pub struct CaptureUpdate;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ViolationCheck;
+pub enum ViolationResponse {
+    Error { code: u16, sqlstate: String, message: String, rollback: bool },
+    PassThrough,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViolationCheck {
+    pub rule: String,
+    pub table: String,
+    pub key: String,
+    pub exists_sql: String,
+    pub response: ViolationResponse,
+}
 
 #[derive(Debug, Default)]
 pub struct Captures;
 
 impl Captures {
     pub fn clear(&mut self) {}
+    pub fn record_row(&mut self, _spec: &CaptureSpec, _names: &[&str], _values: &[Option<&[u8]>]) {}
+    pub fn apply(&mut self, _updates: &[CaptureUpdate]) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,5 +84,7 @@ pub struct RuleSet;
 impl RuleSet {
     pub fn empty() -> Self { RuleSet }
     pub fn load(_path: &Path) -> Result<RuleSet, RulesError> { Ok(RuleSet) }
+    pub fn is_empty(&self) -> bool { true }
+    pub fn is_candidate(&self, _sql: &str) -> bool { false }
     pub fn plan(&self, _sql: &str, _ctx: &PlanContext<'_>) -> Plan { Plan::Forward }
 }

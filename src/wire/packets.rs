@@ -153,6 +153,14 @@ pub fn build_err(code: u16, sqlstate: &str, message: &str) -> Vec<u8> {
     p
 }
 
+/// An ERR sent before the handshake: servers send these without a SQLSTATE.
+pub fn build_err_no_state(code: u16, message: &str) -> Vec<u8> {
+    let mut p = vec![ERR];
+    p.extend_from_slice(&code.to_le_bytes());
+    p.extend_from_slice(message.as_bytes());
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

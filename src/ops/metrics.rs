@@ -1,0 +1,81 @@
+//! Prometheus metrics, registered once and shared by every session.
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_open: Gauge,
+    pub connections_total: Counter,
+    pub backend_connect_failures: Counter,
+    pub commands: Family<Labels, Counter>,
+    pub rewrites: Family<Labels, Counter>,
+    pub unhandled: Family<Labels, Counter>,
+    pub violations: Family<Labels, Counter>,
+    pub backend_errors: Family<Labels, Counter>,
+    pub retries: Family<Labels, Counter>,
+    pub replays: Family<Labels, Counter>,
+    pub statement_seconds: Histogram,
+    pub reloads: Family<Labels, Counter>,
+    pub rules_generation: Gauge,
+    pub draining: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("thaw");
+        let m = Metrics {
+            connections_open: Gauge::default(),
+            connections_total: Counter::default(),
+            backend_connect_failures: Counter::default(),
+            commands: Family::default(),
+            rewrites: Family::default(),
+            unhandled: Family::default(),
+            violations: Family::default(),
+            backend_errors: Family::default(),
+            retries: Family::default(),
+            replays: Family::default(),
+            statement_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            reloads: Family::default(),
+            rules_generation: Gauge::default(),
+            draining: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("client_connections_open", "Client connections currently open", m.connections_open.clone());
+        registry.register("client_connections", "Client connections accepted", m.connections_total.clone());
+        registry.register("backend_connect_failures", "Backend connections that could not be opened", m.backend_connect_failures.clone());
+        registry.register("commands", "Client commands relayed, by command", m.commands.clone());
+        registry.register("statements_rewritten", "Statements rewritten, by rule and action", m.rewrites.clone());
+        registry.register("statements_unhandled", "Statements on governed tables forwarded untouched, by table", m.unhandled.clone());
+        registry.register("guard_violations", "Guarded writes that would have broken an invariant, by rule", m.violations.clone());
+        registry.register("backend_errors", "ERR packets from the backend, by code", m.backend_errors.clone());
+        registry.register("retries", "Statement retries, by error code and outcome", m.retries.clone());
+        registry.register("replays", "Transaction replays, by error code and outcome", m.replays.clone());
+        registry.register("statement_duration_seconds", "Time from a command's arrival to the end of its response", m.statement_seconds.clone());
+        registry.register("rules_reloads", "Rules and config reloads, by outcome", m.reloads.clone());
+        registry.register("rules_generation", "Generation of the rules in force (1 = loaded at start)", m.rules_generation.clone());
+        registry.register("draining", "1 while shutting down", m.draining.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub fn labels<const N: usize>(pairs: [(&'static str, String); N]) -> Labels {
+    pairs.into_iter().collect()
+}

@@ -1,0 +1,123 @@
+//! Lock-error recovery in the session: statement retry and transaction
+//! replay, decided by `crate::retry` and run here while nothing of the
+//! failed command's response has reached the client.
+use super::command::{cmd, Session};
+use super::SessionError;
+use crate::ops::metrics::labels;
+use crate::retry::{self, Recovery, ResponseDigest, Situation};
+use crate::wire::packets;
+use crate::wire::response::{Expect, Part, Response};
+use bytes::Bytes;
+use std::time::Duration;
+
+impl Session {
+    /// Send `payload` and return the first packet of its response. A lock
+    /// error as the first packet may be retried or replayed; the client then
+    /// sees only the final answer.
+    pub(super) async fn send_recovering(&mut self, payload: &[u8], retry_unsafe: bool, in_tx: bool) -> Result<Bytes, SessionError> {
+        self.server.send(payload).await?;
+        self.server.flush().await?;
+        let mut first = self.read_server().await?;
+        let original = first.clone();
+        let mut attempt = 0u32;
+        let mut waited = Duration::ZERO;
+        let mut pending: Option<(Recovery, u16)> = None;
+        loop {
+            let err = packets::parse_err(&first).filter(|e| e.code != packets::PROGRESS_CODE);
+            if let Some((kind, code)) = pending.take() {
+                let outcome = if err.as_ref().is_some_and(|e| e.code == code) { None } else { Some("succeeded") };
+                if let Some(outcome) = outcome {
+                    self.count_recovery(kind, code, outcome);
+                    tracing::info!(code, attempts = attempt, waited_ms = waited.as_millis() as u64, kind = kind_name(kind), "lock error recovered");
+                }
+            }
+            let Some(err) = err else { break };
+            let cfg = &self.shared.config.retry;
+            let situation = Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };
+            let kind = retry::classify(cfg, situation);
+            if kind == Recovery::None {
+                break;
+            }
+            let Some(wait) = retry::backoff(cfg, attempt, waited) else {
+                self.count_recovery(kind, err.code, "exhausted");
+                tracing::warn!(code = err.code, attempts = attempt, waited_ms = waited.as_millis() as u64, kind = kind_name(kind), "lock error: giving up, the client gets the error");
+                break;
+            };
+            tracing::info!(code = err.code, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, kind = kind_name(kind), "lock error: retrying");
+            tokio::time::sleep(wait).await;
+            waited += wait;
+            attempt += 1;
+            if kind == Recovery::ReplayTransaction {
+                if let Err(why) = self.replay().await? {
+                    self.count_recovery(kind, err.code, "refused");
+                    tracing::warn!(code = err.code, reason = why, "transaction not replayed; the client gets the original error");
+                    // A partial replay may have run: make sure nothing of it survives.
+                    self.side_query("ROLLBACK").await?;
+                    self.recorder.clear();
+                    self.captures.clear();
+                    return Ok(original);
+                }
+            }
+            pending = Some((kind, err.code));
+            self.server.reset_seq();
+            self.server.send(payload).await?;
+            self.server.flush().await?;
+            first = self.read_server().await?;
+        }
+        Ok(first)
+    }
+
+    fn count_recovery(&self, kind: Recovery, code: u16, outcome: &str) {
+        let family = if kind == Recovery::ReplayTransaction { &self.shared.metrics.replays } else { &self.shared.metrics.retries };
+        family.get_or_create(&labels([("code", code.to_string()), ("outcome", outcome.to_string())])).inc();
+    }
+
+    /// Re-run the recorded transaction; every response must match what the
+    /// client saw, byte for byte (insert ids and affected rows included).
+    async fn replay(&mut self) -> Result<Result<(), &'static str>, SessionError> {
+        let Some(entries) = self.recorder.entries().map(<[_]>::to_vec) else {
+            return Ok(Err(self.recorder.unreplayable.unwrap_or("nothing recorded for this transaction")));
+        };
+        for e in entries {
+            self.server.reset_seq();
+            self.server.send(&e.command).await?;
+            self.server.flush().await?;
+            let expect = if e.command.first() == Some(&cmd::STMT_EXECUTE) { Expect::Execute } else { Expect::Query };
+            if self.read_digest(expect).await? != Some(e.digest) {
+                return Ok(Err("a replayed statement returned a different result than the client saw"));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Read a whole response without forwarding it; `None` if it asked for a file.
+    async fn read_digest(&mut self, expect: Expect) -> Result<Option<u64>, SessionError> {
+        let mut resp = Response::new(expect, self.state.deprecate_eof());
+        let mut digest = ResponseDigest::default();
+        let mut asked_file = false;
+        loop {
+            let p = self.read_server().await?;
+            let step = resp.feed(&p)?;
+            if let Some(s) = step.status {
+                self.state.status = s;
+            }
+            if step.part == Part::LocalInfile {
+                asked_file = true;
+                self.server.send(&[]).await?;
+                self.server.flush().await?;
+            }
+            digest.add(&p);
+            if step.done {
+                return Ok((!asked_file).then(|| digest.finish()));
+            }
+        }
+    }
+}
+
+fn kind_name(k: Recovery) -> &'static str {
+    match k {
+        Recovery::RetryStatement => "statement_retry",
+        Recovery::ReplayTransaction => "transaction_replay",
+        Recovery::None => "none",
+    }
+}
