@@ -14,6 +14,8 @@ pub struct Metrics {
     pub connections_total: Counter,
     pub backend_connect_failures: Counter,
     pub commands: Family<Labels, Counter>,
+    /// `commands` resolved per command byte once, so the hot path does no label lookup.
+    commands_by_byte: Vec<Counter>,
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
@@ -40,6 +42,7 @@ impl Metrics {
             connections_total: Counter::default(),
             backend_connect_failures: Counter::default(),
             commands: Family::default(),
+            commands_by_byte: Vec::new(),
             rewrites: Family::default(),
             unhandled: Family::default(),
             violations: Family::default(),
@@ -66,13 +69,42 @@ impl Metrics {
         registry.register("rules_reloads", "Rules and config reloads, by outcome", m.reloads.clone());
         registry.register("rules_generation", "Generation of the rules in force (1 = loaded at start)", m.rules_generation.clone());
         registry.register("draining", "1 while shutting down", m.draining.clone());
-        Metrics { registry, ..m }
+        let commands_by_byte = (0..=255u8).map(|b| m.commands.get_or_create(&labels([("command", command_name(b).to_string())])).clone()).collect();
+        Metrics { registry, commands_by_byte, ..m }
+    }
+
+    pub fn command(&self, byte: u8) -> &Counter {
+        &self.commands_by_byte[byte as usize]
     }
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Metric label for a client command byte.
+pub fn command_name(c: u8) -> &'static str {
+    match c {
+        0x01 => "quit",
+        0x02 => "init_db",
+        0x03 => "query",
+        0x04 => "field_list",
+        0x09 => "statistics",
+        0x0A => "process_info",
+        0x0C => "process_kill",
+        0x0E => "ping",
+        0x11 => "change_user",
+        0x16 => "stmt_prepare",
+        0x17 => "stmt_execute",
+        0x18 => "stmt_send_long_data",
+        0x19 => "stmt_close",
+        0x1A => "stmt_reset",
+        0x1B => "set_option",
+        0x1C => "stmt_fetch",
+        0x1F => "reset_connection",
+        _ => "other",
     }
 }
 

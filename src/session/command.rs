@@ -40,29 +40,6 @@ pub mod cmd {
     pub const RESET_CONNECTION: u8 = 0x1F;
 }
 
-fn command_name(c: u8) -> &'static str {
-    match c {
-        cmd::QUIT => "quit",
-        cmd::INIT_DB => "init_db",
-        cmd::QUERY => "query",
-        cmd::FIELD_LIST => "field_list",
-        cmd::STATISTICS => "statistics",
-        cmd::PROCESS_INFO => "process_info",
-        cmd::PROCESS_KILL => "process_kill",
-        cmd::PING => "ping",
-        cmd::CHANGE_USER => "change_user",
-        cmd::STMT_PREPARE => "stmt_prepare",
-        cmd::STMT_EXECUTE => "stmt_execute",
-        cmd::STMT_SEND_LONG_DATA => "stmt_send_long_data",
-        cmd::STMT_CLOSE => "stmt_close",
-        cmd::STMT_RESET => "stmt_reset",
-        cmd::SET_OPTION => "set_option",
-        cmd::STMT_FETCH => "stmt_fetch",
-        cmd::RESET_CONNECTION => "reset_connection",
-        _ => "other",
-    }
-}
-
 /// What the session remembers of a prepared statement.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Stmt {
@@ -117,7 +94,7 @@ impl Session {
             shared,
             rules_rx,
             rules,
-            captures: Captures::default(),
+            captures: Captures,
             recorder: Recorder::default(),
             stmts: HashMap::new(),
             rollback_on_timeout: None,
@@ -148,7 +125,7 @@ impl Session {
             };
             let started = Instant::now();
             let command = packet[0];
-            self.shared.metrics.commands.get_or_create(&labels([("command", command_name(command).to_string())])).inc();
+            self.shared.metrics.command(command).inc();
             let keep_going = self.dispatch(packet).await?;
             self.shared.metrics.statement_seconds.observe(started.elapsed().as_secs_f64());
             if !keep_going {
@@ -335,11 +312,10 @@ impl Session {
             packet = self.read_server().await?;
         }
         self.client.flush().await?;
-        if out.result_sets > 1 {
-            if let Some(rows) = opts.rows {
+        if out.result_sets > 1
+            && let Some(rows) = opts.rows {
                 rows.spoiled = true;
             }
-        }
         out.digest = digest.finish();
         Ok(out)
     }

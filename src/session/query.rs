@@ -28,11 +28,10 @@ impl Session {
         let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
         let first = self.send_recovering(&payload, retry_unsafe, in_tx_before).await?;
 
-        if let Some(v) = rewrite.as_ref().and_then(|rw| rw.violation.as_ref()) {
-            if self.enforce_guard(&first, v).await? {
+        if let Some(v) = rewrite.as_ref().and_then(|rw| rw.violation.as_ref())
+            && self.enforce_guard(&first, v).await? {
                 return Ok(());
             }
-        }
         let mut rows = rewrite.as_ref().and_then(|rw| rw.capture.as_ref()).map(|_| RowCollector::default());
         let allow_infile = keyword == "LOAD" && contains_ci(sql, b"LOCAL");
         let out = self.relay(first, Expect::Query, RelayOpts { allow_infile, rows: rows.as_mut() }).await?;
@@ -102,15 +101,14 @@ impl Session {
         if out.err.is_some() {
             return;
         }
-        if let (Some(spec), Some(rows)) = (&rw.capture, rows) {
-            if !rows.spoiled && self.state.in_transaction() {
+        if let (Some(spec), Some(rows)) = (&rw.capture, rows)
+            && !rows.spoiled && self.state.in_transaction() {
                 let names: Vec<&str> = rows.names.iter().map(String::as_str).collect();
                 for row in &rows.rows {
                     let values: Vec<Option<&[u8]>> = row.iter().map(|v| v.as_deref()).collect();
                     self.captures.record_row(spec, &names, &values);
                 }
             }
-        }
         self.captures.apply(&rw.on_success);
     }
 

@@ -47,8 +47,8 @@ impl Session {
             tokio::time::sleep(wait).await;
             waited += wait;
             attempt += 1;
-            if kind == Recovery::ReplayTransaction {
-                if let Err(why) = self.replay().await? {
+            if kind == Recovery::ReplayTransaction
+                && let Err(why) = self.replay().await? {
                     self.count_recovery(kind, err.code, "refused");
                     tracing::warn!(code = err.code, reason = why, "transaction not replayed; the client gets the original error");
                     // A partial replay may have run: make sure nothing of it survives.
@@ -57,7 +57,6 @@ impl Session {
                     self.captures.clear();
                     return Ok(original);
                 }
-            }
             pending = Some((kind, err.code));
             self.server.reset_seq();
             self.server.send(payload).await?;

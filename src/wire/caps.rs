@@ -109,15 +109,14 @@ pub fn patch_client_response(p: &mut [u8]) -> Result<ClientHello, WireError> {
         i += p.get(i..).ok_or(BAD)?.iter().position(|&b| b == 0).ok_or(BAD)? + 1;
     }
     let mut database = None;
-    if caps & CONNECT_WITH_DB != 0 {
-        if let Some(rest) = p.get(i..) {
+    if caps & CONNECT_WITH_DB != 0
+        && let Some(rest) = p.get(i..) {
             let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
             let db = String::from_utf8_lossy(&rest[..end]).into_owned();
             if !db.is_empty() {
                 database = Some(db);
             }
         }
-    }
     Ok(ClientHello { caps, user, database })
 }
 

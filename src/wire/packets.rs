@@ -102,9 +102,9 @@ pub fn terminator_status(p: &[u8], deprecate_eof: bool) -> Option<u16> {
 
 /// Status flags of any packet that carries them (OK or terminator).
 pub fn status_of(p: &[u8], deprecate_eof: bool) -> Option<u16> {
-    match p.first()? {
-        &OK => parse_ok(p, false).map(|o| o.status),
-        &EOF if p.len() < MAX_FRAME => terminator_status(p, deprecate_eof),
+    match *p.first()? {
+        OK => parse_ok(p, false).map(|o| o.status),
+        EOF if p.len() < MAX_FRAME => terminator_status(p, deprecate_eof),
         _ => None,
     }
 }
