@@ -4,7 +4,6 @@
 //! lose money there, so values are arbitrary-precision integers with a
 //! decimal scale.
 use num_bigint::{BigInt, Sign};
-use std::cmp::Ordering;
 
 /// An exact decimal number: `units * 10^-scale`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +81,7 @@ impl Decimal {
 
     /// Numeric comparison, whatever the scales.
     #[cfg(test)]
-    pub fn cmp_value(&self, other: &Decimal) -> Ordering {
+    pub fn cmp_value(&self, other: &Decimal) -> std::cmp::Ordering {
         let scale = self.scale.max(other.scale);
         self.rescale(scale).cmp(&other.rescale(scale))
     }
@@ -137,6 +136,7 @@ pub fn canonical_number(s: &str) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::cmp::Ordering;
 
     fn d(s: &str) -> Decimal {
         Decimal::parse(s).unwrap()

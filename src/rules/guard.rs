@@ -68,8 +68,8 @@ impl Invariant {
 fn convert(e: &Expr, table: &str) -> Result<InvExpr, String> {
     Ok(match e {
         // MySqlDialect reads `@var` as an identifier.
-        Expr::Identifier(id) if id.quote_style.is_none() && id.value.starts_with('@') => {
-            return Err(format!("variable `{}` is not allowed in an invariant", id.value));
+        Expr::Identifier(id) if id.quote_style.is_none() && (id.value.starts_with('@') || id.value.eq_ignore_ascii_case("default")) => {
+            return Err(format!("`{}` is not allowed in an invariant", id.value));
         }
         Expr::Identifier(id) => InvExpr::Column(id.value.to_lowercase()),
         Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
@@ -206,6 +206,7 @@ mod tests {
             "balance >= (SELECT 1)",
             "ABS(balance) >= 0",
             "balance >= @limit",
+            "balance >= DEFAULT",
             "other.balance >= 0",
             "balance + 1",
             "1 = 1",

@@ -95,13 +95,11 @@ fn parse_clauses(toks: &[Tok], s: &[usize]) -> Option<usize> {
             break;
         }
         clauses += 1;
+        let wait = s.get(n).is_some_and(|&i| toks[i].is_word_ci("WAIT"))
+            && matches!(s.get(n + 1).map(|&i| &toks[i].token), Some(Token::Number(..)));
         if kw(n, Keyword::NOWAIT) {
             n += 1;
-        } else if kw(n, Keyword::SKIP) && kw(n + 1, Keyword::LOCKED) {
-            n += 2;
-        } else if s.get(n).is_some_and(|&i| toks[i].is_word_ci("WAIT"))
-            && matches!(s.get(n + 1).map(|&i| &toks[i].token), Some(Token::Number(..)))
-        {
+        } else if (kw(n, Keyword::SKIP) && kw(n + 1, Keyword::LOCKED)) || wait {
             n += 2;
         }
     }

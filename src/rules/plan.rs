@@ -183,8 +183,8 @@ fn qualifiers(table: &ObjectName, alias: Option<&Ident>) -> Vec<String> {
 /// A column of the target table referenced by `e`: lowercase name.
 fn column_of(e: &Expr, quals: &[String]) -> Option<String> {
     match e {
-        // MySqlDialect reads `@var` and `@@var` as identifiers.
-        Expr::Identifier(id) if id.quote_style.is_none() && id.value.starts_with('@') => None,
+        // MySqlDialect reads `@var`, `@@var` and `DEFAULT` as identifiers.
+        Expr::Identifier(id) if id.quote_style.is_none() && (id.value.starts_with('@') || id.value.eq_ignore_ascii_case("default")) => None,
         Expr::Identifier(id) => Some(id.value.to_lowercase()),
         Expr::CompoundIdentifier(parts) if parts.len() >= 2 && parts.len() <= 3 => {
             let q = &parts[parts.len() - 2];
@@ -308,7 +308,8 @@ fn plan_select<'r>(
         return Err(unh(rule, "locking read matches none of the rule's statement patterns"));
     }
     let mut notes = Vec::new();
-    let capture = ctx.in_transaction.then(|| capture_spec(rule, s, &key, &mut notes));
+    // Nothing to capture for a rule without balance or CAS columns.
+    let capture = ctx.in_transaction.then(|| capture_spec(rule, s, &key, &mut notes)).filter(|c| !c.columns.is_empty());
     let new_sql = apply(sql, &[Edit::delete(cut.0, cut.1)]).map_err(|e| unh(rule, format!("internal: {e}")))?;
     Ok(Some(Rewrite {
         sql: new_sql,
@@ -411,7 +412,7 @@ fn word_refs(toks: &[Tok]) -> Vec<String> {
     let mut out = Vec::new();
     for (k, t) in sig.iter().enumerate() {
         if let Token::Word(w) = &t.token
-            && !sig.get(k + 1).is_some_and(|n| n.token == Token::LParen)
+            && sig.get(k + 1).is_none_or(|n| n.token != Token::LParen)
         {
             out.push(w.value.to_lowercase());
         }
@@ -431,7 +432,7 @@ fn pure_refs(e: &Expr, quals: &[String], out: &mut Vec<(String, sqlparser::token
     let mut rec = |x: &Expr| pure_refs(x, quals, out);
     match e {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
-            let Some(c) = column_of(e, quals) else { return Err(format!("reference `{e}` to another table")) };
+            let Some(c) = column_of(e, quals) else { return Err(format!("`{e}` is not a column of the table")) };
             out.push((c, e.span()));
             Ok(())
         }

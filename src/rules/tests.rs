@@ -137,6 +137,9 @@ fn legacy_trace() {
     // The first FOR UPDATE of the trace (other session) unlocks too.
     let first = stmts.iter().find(|s| s.ends_with("WHERE users.id = 8 FOR UPDATE")).unwrap();
     assert_eq!(rewrite(&rs, first, &ctx).action, Action::Unlock);
+    // conversations: unlock, nothing to capture.
+    let rw = rewrite(&rs, "SELECT * FROM conversations WHERE id = 3 FOR UPDATE", &ctx);
+    assert_eq!((rw.action, rw.capture), (Action::Unlock, None));
 }
 
 // ---- unlock ---------------------------------------------------------------------
@@ -309,12 +312,18 @@ fn guard_refuses_impure_values() {
         "UPDATE users SET balance = balance - RAND() WHERE id = 8",
         "UPDATE users SET balance = (SELECT 5) WHERE id = 8",
         "UPDATE users SET balance = @x WHERE id = 8",
+        "UPDATE users SET balance = @@max_allowed_packet WHERE id = 8",
+        "UPDATE users SET balance = DEFAULT WHERE id = 8",
+        "UPDATE users SET balance = VALUES(balance) WHERE id = 8",
+        "UPDATE users SET balance = balance - CURRENT_TIMESTAMP WHERE id = 8",
         "UPDATE users SET balance = o.b WHERE id = 8",
     ] {
         assert!(unhandled_reason(&rs, sql, &ctx).contains("not a plain expression"), "{sql}");
     }
     let rw = rewrite(&rs, "UPDATE users SET balance = GREATEST(balance - 5, 0), updated_at = NOW() WHERE id = 8", &ctx);
     assert!(rw.sql.contains("AND ((GREATEST(balance - 5, 0)) - frozen_balance >= 0)"), "{}", rw.sql);
+    let rw = rewrite(&rs, "UPDATE users SET balance = IF(balance > 5, CAST(balance - 5 AS DECIMAL(18,2)), balance) WHERE id = 8", &ctx);
+    assert!(rw.sql.contains("AND ((IF(balance > 5, CAST(balance - 5 AS DECIMAL(18,2)), balance)) - frozen_balance >= 0)"), "{}", rw.sql);
 }
 
 #[test]
@@ -621,3 +630,4 @@ proptest! {
         prop_assert!(rw.sql.ends_with(tail), "{}", rw.sql);
     }
 }
+
