@@ -651,8 +651,9 @@ fn plan_update<'r>(
             Some(c) => checks.push(c),
             None => notes.push(format!("{col}: captured value cannot be written as a literal: no check")),
         }
+        // The literal as written: `'007'` must stay `007` for a string column.
         on_success.push(match written {
-            Some(v) => set(v.map(|v| new_num.as_ref().map(|d| d.to_string()).unwrap_or(v))),
+            Some(v) => set(v),
             None => forget(),
         });
     }

@@ -478,6 +478,12 @@ fn cas_columns() {
     let rw = rewrite(&rs, "UPDATE accounts SET status = 'closed' WHERE id = 'a-1'", &ctx);
     assert_eq!(rw.sql, "UPDATE accounts SET status = 'closed' WHERE (id = 'a-1') AND (status = 'it''s')");
     assert_eq!(rw.violation.as_ref().unwrap().key_sql, "'a-1'");
+    // The capture then holds the written text, numeric-looking or not.
+    let rw = rewrite(&rs, "UPDATE accounts SET status = '007' WHERE id = 'a-1'", &ctx);
+    ctx.captures.apply(&rw.on_success);
+    assert_eq!(ctx.captures.value("accounts", "a-1", "status"), Some(Some("007")));
+    let rw = rewrite(&rs, "UPDATE accounts SET status = 'x' WHERE id = 'a-1'", &ctx);
+    assert!(rw.sql.ends_with("AND (status = 007 AND status = '007')"), "{}", rw.sql);
     ctx.no_backslash_escapes = true;
     ctx.captures.record_row(&spec, &["id", "status"], &[Some(b"a-1"), Some(b"a\\b")]);
     let rw = rewrite(&rs, "UPDATE accounts SET status = 'closed' WHERE id = 'a-1'", &ctx);
