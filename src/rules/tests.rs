@@ -89,7 +89,7 @@ fn brief_example_guard() {
 fn legacy_trace() {
     let rs = billing();
     let mut ctx = Ctx::new();
-    let trace = include_str!("../../../shared/reference/legacy-app-trace.sql");
+    let trace = include_str!("testdata/legacy-app-trace.sql");
     let stmts: Vec<&str> = trace
         .split(";\n")
         .map(|s| s.lines().filter(|l| !l.starts_with("--")).collect::<Vec<_>>().join("\n"))
