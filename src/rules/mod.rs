@@ -1,9 +1,34 @@
 //! Rules: load rule files, match statements, plan rewrites, splice text.
 //!
-//! CONTRACT used by `session` (the implementation lands from the rules branch):
-//! the session calls [`RuleSet::plan`] for every COM_QUERY and executes the
-//! returned [`Plan`]; it feeds captured rows back through [`Captures`].
+//! The session calls [`RuleSet::plan`] for every COM_QUERY (and
+//! COM_STMT_PREPARE) text and executes the returned [`Plan`]; it feeds rows
+//! of unlocked reads back through [`Captures`]. See `docs/rules.md`.
+//!
+//! Layout: `config` (YAML), `prefilter` (cheap byte scan), `lex` (tokens
+//! with byte offsets), `lock_clause`, `pattern` (statement narrowing),
+//! `guard` (invariants), `decimal` (exact deltas), `splice`, `plan` (the
+//! matcher and rewriter), `captures`, `fingerprint`, `explain`.
+mod captures;
+mod config;
+mod decimal;
+mod explain;
+mod fingerprint;
+mod guard;
+mod lex;
+mod lock_clause;
+mod pattern;
+mod plan;
+mod prefilter;
+mod splice;
+
 use std::path::Path;
+
+pub use captures::{CaptureSpec, CaptureUpdate, Captures};
+pub use config::{render_message, TableRule, UnhandledPolicy, ViolationPolicy};
+pub use explain::{check, explain};
+pub use fingerprint::fingerprint;
+pub use guard::Invariant;
+pub use pattern::StatementPattern;
 
 /// What the session must know about the connection to plan a statement.
 pub struct PlanContext<'a> {
@@ -26,65 +51,142 @@ pub enum Plan {
     /// Touches a governed table but cannot be rewritten safely: forward untouched, log once per fingerprint.
     Unhandled { table: String, fingerprint: String, reason: String },
     Rewrite(Box<Rewrite>),
+    /// Like `Unhandled`, for a table whose rule says `unhandled: reject`:
+    /// do not send it; answer with `error`.
+    Reject { table: String, fingerprint: String, reason: String, error: ErrorResponse },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rewrite {
+    /// The statement to send instead.
     pub sql: String,
+    /// Rule name.
     pub rule: String,
+    /// The rule's table.
+    pub table: String,
     pub action: Action,
+    /// Literals replaced by `?`: safe to log.
     pub fingerprint: String,
+    /// Capture the rows of this (unlocked) read for the transaction.
     pub capture: Option<CaptureSpec>,
+    /// Present when the statement got a guard: what a 0-rows-matched result means.
     pub violation: Option<ViolationCheck>,
+    /// Apply to the captures after the statement succeeded (not after a violation).
     pub on_success: Vec<CaptureUpdate>,
+    /// Things an operator may want to know (no literals), e.g. a balance
+    /// column written absolutely without a captured value.
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action { Unlock, Guard, Delta }
+pub enum Action {
+    /// Lock clause removed from a keyed read.
+    Unlock,
+    /// Invariants (and CAS checks) added to a keyed UPDATE.
+    Guard,
+    /// As Guard, and at least one absolute balance write made relative.
+    Delta,
+}
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct CaptureSpec { pub table: String }
+/// An error to return to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub code: u16,
+    pub sqlstate: String,
+    pub message: String,
+}
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct CaptureUpdate;
-
-#[derive(Debug, Clone, PartialEq)]
+/// What the session does when a guarded UPDATE matched 0 rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViolationResponse {
-    Error { code: u16, sqlstate: String, message: String, rollback: bool },
+    /// Roll back first when `rollback` (the default: nothing the
+    /// transaction wrote survives, as after a deadlock), then return `error`.
+    Error { error: ErrorResponse, rollback: bool },
+    /// Return the 0-row result as is.
     PassThrough,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViolationCheck {
     pub rule: String,
     pub table: String,
+    /// Key value (canonical text, e.g. `8`).
     pub key: String,
-    pub exists_sql: String,
+    /// The key literal as written in the statement (e.g. `'8'`).
+    pub key_sql: String,
     pub response: ViolationResponse,
-}
-
-#[derive(Debug, Default)]
-pub struct Captures;
-
-impl Captures {
-    pub fn clear(&mut self) {}
-    pub fn record_row(&mut self, _spec: &CaptureSpec, _names: &[&str], _values: &[Option<&[u8]>]) {}
-    pub fn apply(&mut self, _updates: &[CaptureUpdate]) {}
+    /// Run on a 0-rows-matched result: a row means the guard failed (a
+    /// violation); no row means the row does not exist (pass the result
+    /// through). `SELECT 1 FROM <table as written> WHERE <original WHERE> LOCK IN SHARE MODE`.
+    pub exists_sql: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("{0}")]
-    Io(String),
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid { file: String, line: u64, column: u64, message: String },
 }
 
-#[derive(Debug, Default)]
-pub struct RuleSet;
+/// The loaded rules.
+#[derive(Debug, Default, Clone)]
+pub struct RuleSet {
+    tables: Vec<TableRule>,
+    /// Lowercase table names for the prefilter.
+    needles: Vec<Vec<u8>>,
+}
 
 impl RuleSet {
-    pub fn empty() -> Self { RuleSet }
-    pub fn load(_path: &Path) -> Result<RuleSet, RulesError> { Ok(RuleSet) }
-    pub fn is_empty(&self) -> bool { true }
-    pub fn is_candidate(&self, _sql: &str) -> bool { false }
-    pub fn plan(&self, _sql: &str, _ctx: &PlanContext<'_>) -> Plan { Plan::Forward }
+    pub fn empty() -> Self {
+        RuleSet::default()
+    }
+
+    /// Load a YAML file or a folder of `*.yaml` / `*.yml`. A missing path
+    /// or an empty folder gives an empty set; the caller decides.
+    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        Ok(RuleSet::from_rules(config::load(path)?))
+    }
+
+    /// Parse rules from YAML text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<RuleSet, RulesError> {
+        Ok(RuleSet::from_rules(config::parse_str(text, file)?))
+    }
+
+    fn from_rules(tables: Vec<TableRule>) -> RuleSet {
+        let needles = tables.iter().map(|t| t.table.to_ascii_lowercase().into_bytes()).collect();
+        RuleSet { tables, needles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &TableRule> {
+        self.tables.iter()
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableRule> {
+        self.tables.iter().find(|t| t.table.eq_ignore_ascii_case(name))
+    }
+
+    /// Cheap, allocation-free: may this text need planning? True only when
+    /// it mentions a governed table and a lock clause or UPDATE keyword.
+    pub fn is_candidate(&self, sql: &str) -> bool {
+        prefilter::is_candidate(&self.needles, sql.as_bytes())
+    }
+
+    pub fn plan(&self, sql: &str, ctx: &PlanContext<'_>) -> Plan {
+        plan::plan(self, sql, ctx)
+    }
+
+    /// A guarded UPDATE of `table` assigning every column the rule names to
+    /// itself, for `EXPLAIN` against a live schema (checks that the columns
+    /// exist and the guard is valid SQL there). None for an unknown table.
+    pub fn sample_guarded_update(&self, table: &str) -> Option<String> {
+        plan::sample_guarded_update(self, table)
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -94,7 +94,7 @@ impl Session {
             shared,
             rules_rx,
             rules,
-            captures: Captures,
+            captures: Captures::default(),
             recorder: Recorder::default(),
             stmts: HashMap::new(),
             rollback_on_timeout: None,

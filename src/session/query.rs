@@ -5,7 +5,7 @@ use super::command::{Outcome, RelayOpts, Session};
 use super::SessionError;
 use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
-use crate::rules::{Plan, PlanContext, Rewrite, ViolationCheck, ViolationResponse};
+use crate::rules::{ErrorResponse, Plan, PlanContext, Rewrite, ViolationCheck, ViolationResponse};
 use crate::wire::packets::{self, OK};
 use crate::wire::response::Expect;
 use bytes::Bytes;
@@ -13,7 +13,19 @@ use bytes::Bytes;
 impl Session {
     pub(super) async fn query(&mut self, packet: Bytes, in_tx_before: bool) -> Result<(), SessionError> {
         let sql = &packet[1..];
-        let rewrite = self.plan(sql);
+        let rewrite = match self.plan(sql) {
+            Decision::Send(rw) => rw,
+            Decision::Refuse { error, rollback } => {
+                if rollback {
+                    self.side_query("ROLLBACK").await?;
+                    self.captures.clear();
+                    self.recorder.clear();
+                }
+                self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
+                self.client.flush().await?;
+                return Ok(());
+            }
+        };
         let payload: Bytes = match &rewrite {
             Some(rw) => {
                 let mut p = Vec::with_capacity(rw.sql.len() + 1);
@@ -59,13 +71,13 @@ impl Session {
         Ok(())
     }
 
-    fn plan(&mut self, sql: &[u8]) -> Option<Rewrite> {
+    fn plan(&mut self, sql: &[u8]) -> Decision {
         if self.rules.is_empty() {
-            return None;
+            return Decision::Send(None);
         }
-        let text = std::str::from_utf8(sql).ok()?;
+        let Ok(text) = std::str::from_utf8(sql) else { return Decision::Send(None) };
         if !self.rules.is_candidate(text) {
-            return None;
+            return Decision::Send(None);
         }
         let ctx = PlanContext {
             no_backslash_escapes: self.state.no_backslash_escapes(),
@@ -75,14 +87,26 @@ impl Session {
             captures: &self.captures,
         };
         match self.rules.plan(text, &ctx) {
-            Plan::Forward => None,
+            Plan::Forward => Decision::Send(None),
             Plan::Unhandled { table, fingerprint, reason } => {
                 self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
+                if self.captures.holds_table(&table) && is_write(sql) {
+                    // thaw removed this transaction's lock on the table: an unguarded
+                    // write now could lose an update. Refuse it as a deadlock would.
+                    tracing::warn!(%table, %fingerprint, %reason, "write after an unlocked read cannot be guarded; transaction rolled back");
+                    let message = format!("thaw: this write to {table} cannot be guarded after its check read was unlocked ({reason}); transaction rolled back, retry it");
+                    return Decision::Refuse { error: ErrorResponse { code: 1213, sqlstate: "40001".into(), message }, rollback: true };
+                }
                 let first_time = self.shared.logged_unhandled.lock().map(|mut s| s.insert(fingerprint.clone())).unwrap_or(false);
                 if first_time {
                     tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table forwarded untouched");
                 }
-                None
+                Decision::Send(None)
+            }
+            Plan::Reject { table, fingerprint, reason, error } => {
+                self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
+                tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table refused (unhandled: reject)");
+                Decision::Refuse { error, rollback: false }
             }
             Plan::Rewrite(rw) => {
                 self.shared.metrics.rewrites.get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())])).inc();
@@ -91,7 +115,7 @@ impl Session {
                 } else {
                     tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
                 }
-                Some(*rw)
+                Decision::Send(Some(*rw))
             }
         }
     }
@@ -136,7 +160,7 @@ impl Session {
         self.shared.metrics.violations.get_or_create(&labels([("rule", v.rule.clone())])).inc();
         let key = if self.shared.config.log.redact_literals { "?" } else { v.key.as_str() };
         tracing::info!(rule = %v.rule, table = %v.table, key, "guard violated");
-        let ViolationResponse::Error { code, sqlstate, message, rollback } = &v.response else {
+        let ViolationResponse::Error { error, rollback } = &v.response else {
             return Ok(false);
         };
         if *rollback {
@@ -145,10 +169,22 @@ impl Session {
             self.captures.clear();
             self.recorder.clear();
         }
-        self.client.send(&packets::build_err(*code, sqlstate, message)).await?;
+        self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
         self.client.flush().await?;
         Ok(true)
     }
+}
+
+/// What to do with a COM_QUERY after planning.
+enum Decision {
+    /// Send it, rewritten or not.
+    Send(Option<Rewrite>),
+    /// Answer the client with an error; the server never sees the statement.
+    Refuse { error: ErrorResponse, rollback: bool },
+}
+
+fn is_write(sql: &[u8]) -> bool {
+    matches!(first_keyword(sql).as_str(), "UPDATE" | "INSERT" | "REPLACE" | "DELETE")
 }
 
 /// "Rows matched: 1  Changed: 0  Warnings: 0" → 1.
