@@ -29,5 +29,31 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(thaw::server::run(config, args.config.clone(), rules))?;
             Ok(())
         }
+        Command::Explain(args) => {
+            print!("{}", thaw::cli::explain::run(&args)?);
+            Ok(())
+        }
+        Command::Check(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (warnings, problems) = match runtime.block_on(thaw::cli::check::run(&args)) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(1);
+                }
+            };
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            if !problems.is_empty() {
+                std::process::exit(1);
+            }
+            let n = thaw::rules::RuleSet::load(&args.rules)?.tables().count();
+            println!("ok: {n} table rule(s) in {}{}", args.rules.display(), if args.dsn.is_some() { ", checked against the live schema" } else { "" });
+            Ok(())
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! Command line: `thaw run`, `thaw check`, `thaw explain`.
 use crate::config::{Config, LogFormat};
+pub mod check;
+pub mod explain;
+
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +18,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy: the app connects here instead of to the database.
     Run(RunArgs),
+    /// Validate rule files; with --dsn also against the live schema. Exit 1 on any problem.
+    Check(check::CheckArgs),
+    /// Show what a statement becomes under the rules, as a diff.
+    Explain(explain::ExplainArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

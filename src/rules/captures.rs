@@ -116,6 +116,11 @@ impl Captures {
         }
     }
 
+    /// Record one value directly (`thaw explain --captured`).
+    pub fn seed(&mut self, table: &str, key: &str, column: &str, value: Option<String>) {
+        self.rows.entry((table.to_ascii_lowercase(), key.to_string())).or_default().insert(column.to_ascii_lowercase(), value);
+    }
+
     /// Is there a capture of this row at all?
     pub fn has_row(&self, table: &str, key: &str) -> bool {
         self.rows.contains_key(&(table.to_ascii_lowercase(), key.to_string()))
