@@ -115,7 +115,7 @@ impl Session {
                 } else {
                     tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
                 }
-                Decision::Send(Some(*rw))
+                Decision::Send(Some(rw))
             }
         }
     }
@@ -178,7 +178,7 @@ impl Session {
 /// What to do with a COM_QUERY after planning.
 enum Decision {
     /// Send it, rewritten or not.
-    Send(Option<Rewrite>),
+    Send(Option<Box<Rewrite>>),
     /// Answer the client with an error; the server never sees the statement.
     Refuse { error: ErrorResponse, rollback: bool },
 }
