@@ -26,7 +26,9 @@ fn main() -> anyhow::Result<()> {
                 RuleSet::empty()
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(thaw::server::run(config, args.config.clone(), rules))?;
+            let resolve_args = args.clone();
+            let resolve: thaw::ops::reload::Resolve = Box::new(move || resolve_args.resolve());
+            runtime.block_on(thaw::server::run(config, args.config.clone(), resolve, rules))?;
             Ok(())
         }
         Command::Explain(args) => {

@@ -2,6 +2,7 @@
 //! SIGTERM/SIGINT (stop accepting, let open transactions finish within the
 //! grace period, then close the rest).
 use crate::config::Config;
+use crate::ops::reload::Generation;
 use crate::ops::{self, Metrics};
 use crate::rules::RuleSet;
 use crate::session::backend::{TlsError, TlsSetup};
@@ -23,24 +24,24 @@ pub enum ServerError {
     Signal(std::io::Error),
 }
 
-pub async fn run(config: Config, config_path: Option<std::path::PathBuf>, rules: RuleSet) -> Result<(), ServerError> {
+pub async fn run(config: Config, config_path: Option<std::path::PathBuf>, resolve: ops::reload::Resolve, rules: RuleSet) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
     let metrics = Arc::new(Metrics::new());
     let (drain_tx, drain_rx) = watch::channel(false);
-    let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
+    let (gen_tx, gen_rx) = watch::channel(Arc::new(Generation { number: 1, config: config.clone(), rules: Arc::new(rules) }));
     metrics.rules_generation.set(1);
     let tls = TlsSetup::new(&config.backend_tls, &config.backend)?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         tls,
-        rules: rules_rx,
+        generation: gen_rx,
         metrics: metrics.clone(),
         drain: drain_rx.clone(),
         logged_unhandled: Default::default(),
     });
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;
     tokio::spawn(ops::admin::serve(admin, ops::admin::AdminState { metrics: metrics.clone(), config: config.clone(), drain: drain_rx.clone() }));
-    tokio::spawn(ops::reload::watch(ops::reload::Reloader::new(config.rules.clone(), config_path, rules_tx, metrics.clone())));
+    tokio::spawn(ops::reload::watch(ops::reload::Reloader::new(resolve, config_path, gen_tx, metrics.clone())));
 
     tracing::info!(listen = %config.listen, backend = %config.backend, admin = %config.admin, rules = %config.rules.display(), "thaw listening");
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;

@@ -3,8 +3,9 @@
 //! update swaps a `..data` symlink, which event watchers see inconsistently;
 //! re-reading the paths always sees what a reader would.
 use super::Metrics;
+use crate::config::{Config, ConfigError};
 use crate::ops::metrics::labels;
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, RulesError};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,48 +15,95 @@ use tokio::sync::watch;
 
 pub const POLL: Duration = Duration::from_secs(1);
 
+/// The config and rules in force. Sessions take a new generation between
+/// transactions; an open transaction keeps the one it started with.
+#[derive(Debug)]
+pub struct Generation {
+    pub number: i64,
+    pub config: Config,
+    pub rules: Arc<RuleSet>,
+}
+
+/// Re-reads the config file and applies command-line overrides again.
+pub type Resolve = Box<dyn Fn() -> Result<Config, ConfigError> + Send>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("rules path {0} does not exist")]
+    Missing(String),
+}
+
 pub struct Reloader {
-    rules_path: PathBuf,
+    resolve: Resolve,
     config_path: Option<PathBuf>,
-    tx: watch::Sender<Arc<RuleSet>>,
+    tx: watch::Sender<Arc<Generation>>,
     metrics: Arc<Metrics>,
-    generation: i64,
     fingerprint: u64,
 }
 
 impl Reloader {
-    pub fn new(rules_path: PathBuf, config_path: Option<PathBuf>, tx: watch::Sender<Arc<RuleSet>>, metrics: Arc<Metrics>) -> Self {
-        let mut r = Reloader { rules_path, config_path, tx, metrics, generation: 1, fingerprint: 0 };
+    pub fn new(resolve: Resolve, config_path: Option<PathBuf>, tx: watch::Sender<Arc<Generation>>, metrics: Arc<Metrics>) -> Self {
+        let mut r = Reloader { resolve, config_path, tx, metrics, fingerprint: 0 };
         r.fingerprint = r.files_fingerprint();
         r
+    }
+
+    fn current(&self) -> Arc<Generation> {
+        self.tx.borrow().clone()
     }
 
     /// Content hash of every file that makes up the rules (and the config).
     fn files_fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        hash_path(&self.rules_path, &mut h);
+        hash_path(&self.current().config.rules, &mut h);
         if let Some(c) = &self.config_path {
             hash_path(c, &mut h);
         }
         h.finish()
     }
 
-    /// Validate fully, then swap; an invalid set keeps the old rules.
+    /// Validate fully, then swap; anything invalid keeps the generation in force.
     pub fn reload(&mut self, why: &str) {
-        self.fingerprint = self.files_fingerprint();
-        match RuleSet::load(&self.rules_path) {
-            Ok(rules) => {
-                self.generation += 1;
-                let _ = self.tx.send(Arc::new(rules));
-                self.metrics.rules_generation.set(self.generation);
+        match self.load() {
+            Ok(next) => {
+                let number = next.number;
+                let path = next.config.rules.display().to_string();
+                let _ = self.tx.send(Arc::new(next));
+                self.metrics.rules_generation.set(number);
                 self.metrics.reloads.get_or_create(&labels([("outcome", "success".into())])).inc();
-                tracing::info!(generation = self.generation, trigger = why, path = %self.rules_path.display(), "rules reloaded");
+                tracing::info!(generation = number, trigger = why, rules = %path, "config and rules reloaded");
             }
             Err(e) => {
                 self.metrics.reloads.get_or_create(&labels([("outcome", "failure".into())])).inc();
-                tracing::error!(error = %e, trigger = why, "rules reload rejected; keeping the rules in force");
+                tracing::error!(error = %e, trigger = why, "reload rejected; keeping the config and rules in force");
             }
         }
+        // Also after a failure: wait for the next change instead of retrying every tick.
+        self.fingerprint = self.files_fingerprint();
+    }
+
+    fn load(&self) -> Result<Generation, ReloadError> {
+        let old = self.current();
+        let mut config = (self.resolve)()?;
+        if !config.rules.exists() {
+            return Err(ReloadError::Missing(config.rules.display().to_string()));
+        }
+        let rules = RuleSet::load(&config.rules)?;
+        // Sockets and the backend are fixed for the life of the process.
+        let fixed = &old.config;
+        if config.listen != fixed.listen || config.admin != fixed.admin || config.backend != fixed.backend || config.backend_tls != fixed.backend_tls {
+            tracing::warn!("listen, admin, backend and backend_tls changes take effect only after a restart");
+        }
+        config.listen = fixed.listen;
+        config.admin = fixed.admin;
+        config.backend = fixed.backend.clone();
+        config.backend_tls = fixed.backend_tls.clone();
+        config.max_packet_bytes = fixed.max_packet_bytes;
+        Ok(Generation { number: old.number + 1, config, rules: Arc::new(rules) })
     }
 }
 

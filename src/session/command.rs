@@ -6,7 +6,8 @@ use super::handshake::{self, ClientIo, ServerIo};
 use super::state::ConnState;
 use super::{SessionError, Shared};
 use crate::retry::{Recorder, ResponseDigest};
-use crate::rules::{Captures, RuleSet};
+use crate::ops::reload::Generation;
+use crate::rules::Captures;
 use crate::ops::metrics::labels;
 use crate::wire::packets::{self, OkInfo};
 use crate::wire::response::{Expect, Part, Response};
@@ -71,9 +72,9 @@ pub(super) struct Session {
     pub server: ServerIo,
     pub state: ConnState,
     pub shared: Arc<Shared>,
-    rules_rx: watch::Receiver<Arc<RuleSet>>,
-    /// Rules in force; swapped only between transactions.
-    pub rules: Arc<RuleSet>,
+    gen_rx: watch::Receiver<Arc<Generation>>,
+    /// Config and rules in force; swapped only between transactions.
+    pub live: Arc<Generation>,
     pub captures: Captures,
     pub recorder: Recorder,
     pub stmts: HashMap<u32, Stmt>,
@@ -84,16 +85,16 @@ pub(super) struct Session {
 
 impl Session {
     pub fn new(client: ClientIo, server: ServerIo, state: ConnState, shared: Arc<Shared>) -> Self {
-        let mut rules_rx = shared.rules.clone();
-        let rules = rules_rx.borrow_and_update().clone();
+        let mut gen_rx = shared.generation.clone();
+        let live = gen_rx.borrow_and_update().clone();
         let drain = shared.drain.clone();
         Session {
             client,
             server,
             state,
             shared,
-            rules_rx,
-            rules,
+            gen_rx,
+            live,
             captures: Captures::default(),
             recorder: Recorder::default(),
             stmts: HashMap::new(),
@@ -105,8 +106,8 @@ impl Session {
     pub async fn run(mut self) -> Result<(), SessionError> {
         self.read_backend_settings().await?;
         loop {
-            if !self.state.in_transaction() && self.rules_rx.has_changed().unwrap_or(false) {
-                self.rules = self.rules_rx.borrow_and_update().clone();
+            if !self.state.in_transaction() && self.gen_rx.has_changed().unwrap_or(false) {
+                self.live = self.gen_rx.borrow_and_update().clone();
             }
             let draining = *self.drain.borrow();
             if draining && !self.state.in_transaction() {
@@ -407,7 +408,7 @@ impl Session {
             self.recorder.clear();
         }
         if replayable {
-            self.recorder.push(sent, out.digest, self.shared.config.retry.replay_max_bytes);
+            self.recorder.push(sent, out.digest, self.live.config.retry.replay_max_bytes);
         } else {
             self.recorder.mark("a statement whose session effects a replay cannot reproduce");
         }

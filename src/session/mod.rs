@@ -10,7 +10,7 @@ pub mod state;
 
 use crate::config::Config;
 use crate::ops::Metrics;
-use crate::rules::RuleSet;
+use crate::ops::reload::Generation;
 use crate::wire::{PacketIo, WireError};
 use backend::{BackendStream, TlsError, TlsSetup};
 use std::collections::HashSet;
@@ -23,9 +23,11 @@ use tracing::Instrument;
 
 /// Everything sessions share: read-mostly, swapped as a whole on reload.
 pub struct Shared {
+    /// Settings fixed for the process's life (listen, backend, TLS, packet limit).
     pub config: Config,
     pub tls: TlsSetup,
-    pub rules: watch::Receiver<Arc<RuleSet>>,
+    /// Config and rules that reloads replace.
+    pub generation: watch::Receiver<Arc<Generation>>,
     pub metrics: Arc<Metrics>,
     /// Flips to true when draining starts.
     pub drain: watch::Receiver<bool>,

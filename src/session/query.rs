@@ -72,11 +72,11 @@ impl Session {
     }
 
     fn plan(&mut self, sql: &[u8]) -> Decision {
-        if self.rules.is_empty() {
+        if self.live.rules.is_empty() {
             return Decision::Send(None);
         }
         let Ok(text) = std::str::from_utf8(sql) else { return Decision::Send(None) };
-        if !self.rules.is_candidate(text) {
+        if !self.live.rules.is_candidate(text) {
             return Decision::Send(None);
         }
         let ctx = PlanContext {
@@ -86,7 +86,7 @@ impl Session {
             simultaneous_assignment: self.state.simultaneous_assignment,
             captures: &self.captures,
         };
-        match self.rules.plan(text, &ctx) {
+        match self.live.rules.plan(text, &ctx) {
             Plan::Forward => Decision::Send(None),
             Plan::Unhandled { table, fingerprint, reason } => {
                 self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
@@ -110,7 +110,7 @@ impl Session {
             }
             Plan::Rewrite(rw) => {
                 self.shared.metrics.rewrites.get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())])).inc();
-                if self.shared.config.log.redact_literals {
+                if self.live.config.log.redact_literals {
                     tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, "statement rewritten");
                 } else {
                     tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
@@ -158,7 +158,7 @@ impl Session {
             return Ok(false);
         }
         self.shared.metrics.violations.get_or_create(&labels([("rule", v.rule.clone())])).inc();
-        let key = if self.shared.config.log.redact_literals { "?" } else { v.key.as_str() };
+        let key = if self.live.config.log.redact_literals { "?" } else { v.key.as_str() };
         tracing::info!(rule = %v.rule, table = %v.table, key, "guard violated");
         let ViolationResponse::Error { error, rollback } = &v.response else {
             return Ok(false);

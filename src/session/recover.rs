@@ -32,7 +32,7 @@ impl Session {
                 }
             }
             let Some(err) = err else { break };
-            let cfg = &self.shared.config.retry;
+            let cfg = &self.live.config.retry;
             let situation = Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };
             let kind = retry::classify(cfg, situation);
             if kind == Recovery::None {
