@@ -20,12 +20,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent):  # legacy helpers, then the shared thawproc
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+# tests/python (the shared thawproc, and this package's parent) must be
+# importable in any pytest import mode.  This folder is a package
+# ("legacy"), so this file is "legacy.conftest" and never shadows the shared
+# top-level "conftest" module other tests import helpers from.
+TESTS_PY = Path(__file__).resolve().parent.parent
+if str(TESTS_PY) not in sys.path:
+    sys.path.insert(0, str(TESTS_PY))
 
-import legacy_harness as H  # noqa: E402
+from legacy import legacy_harness as H  # noqa: E402
 
 TEST_LOCK_WAIT_TIMEOUT = 2
 

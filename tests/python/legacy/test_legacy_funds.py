@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-import legacy_harness as H
+from legacy import legacy_harness as H
 
 pytestmark = pytest.mark.asyncio
 

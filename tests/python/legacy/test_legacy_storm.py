@@ -18,7 +18,7 @@ import random
 
 import pytest
 
-import legacy_harness as H
+from legacy import legacy_harness as H
 
 pytestmark = pytest.mark.asyncio
 
