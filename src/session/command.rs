@@ -42,12 +42,14 @@ pub mod cmd {
 }
 
 /// What the session remembers of a prepared statement.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Stmt {
     /// CALL: may run several statements and return several results.
     pub call: bool,
     /// SEND_LONG_DATA was used: the server consumed the data on execute.
     pub long_data: bool,
+    /// A write to this governed table that thaw cannot rewrite (placeholders).
+    pub governed_write: Option<String>,
 }
 
 /// How to relay one response.
@@ -166,9 +168,10 @@ impl Session {
             cmd::STMT_EXECUTE => self.execute(packet, in_tx_before).await?,
             cmd::STMT_PREPARE => {
                 let call = crate::retry::record::first_keyword(&packet[1..]) == "CALL";
+                let governed_write = self.prepared_governed_write(&packet[1..]);
                 let out = self.forward(&packet, Expect::Prepare).await?;
                 if let Some(id) = out.stmt_id {
-                    self.stmts.insert(id, Stmt { call, long_data: false });
+                    self.stmts.insert(id, Stmt { call, long_data: false, governed_write });
                 }
             }
             cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {

@@ -15,16 +15,7 @@ impl Session {
         let sql = &packet[1..];
         let rewrite = match self.plan(sql) {
             Decision::Send(rw) => rw,
-            Decision::Refuse { error, rollback } => {
-                if rollback {
-                    self.side_query("ROLLBACK").await?;
-                    self.captures.clear();
-                    self.recorder.clear();
-                }
-                self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
-                self.client.flush().await?;
-                return Ok(());
-            }
+            Decision::Refuse { error, rollback } => return self.refuse(error, rollback).await,
         };
         let payload: Bytes = match &rewrite {
             Some(rw) => {
@@ -63,12 +54,47 @@ impl Session {
     }
 
     pub(super) async fn execute(&mut self, packet: Bytes, in_tx_before: bool) -> Result<(), SessionError> {
-        let stmt = packet.get(1..5).and_then(|b| self.stmts.get(&u32::from_le_bytes(b.try_into().unwrap()))).copied().unwrap_or_default();
+        let stmt = packet.get(1..5).and_then(|b| self.stmts.get(&u32::from_le_bytes(b.try_into().unwrap()))).cloned().unwrap_or_default();
+        if let Some(table) = stmt.governed_write.as_deref().filter(|t| self.captures.holds_table(t)) {
+            let error = unguardable_write(table, "a prepared statement's values are not visible to the rules");
+            return self.refuse(error, true).await;
+        }
         let retry_unsafe = stmt.call || stmt.long_data;
         let first = self.send_recovering(&packet, retry_unsafe, in_tx_before).await?;
         let out = self.relay(first, Expect::Execute, RelayOpts::default()).await?;
         self.after_statement(in_tx_before, &packet, &out, !retry_unsafe);
         Ok(())
+    }
+
+    /// Answer with an error instead of sending the command; optionally roll back.
+    async fn refuse(&mut self, error: ErrorResponse, rollback: bool) -> Result<(), SessionError> {
+        if rollback {
+            self.side_query("ROLLBACK").await?;
+            self.captures.clear();
+            self.recorder.clear();
+        }
+        self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
+        Ok(self.client.flush().await?)
+    }
+
+    /// COM_STMT_PREPARE: the rules cannot see placeholder values, so a
+    /// prepared write on a governed table is never rewritten. Remember its
+    /// table: executing it after an unlocked read of that table is refused.
+    pub(super) fn prepared_governed_write(&mut self, sql: &[u8]) -> Option<String> {
+        if self.live.rules.is_empty() || !is_write(sql) {
+            return None;
+        }
+        let text = std::str::from_utf8(sql).ok()?;
+        if !self.live.rules.is_candidate(text) {
+            return None;
+        }
+        let empty = crate::rules::Captures::default();
+        let ctx = PlanContext { no_backslash_escapes: self.state.no_backslash_escapes(), ansi_quotes: self.state.ansi_quotes(), in_transaction: false, simultaneous_assignment: Some(false), captures: &empty };
+        match self.live.rules.plan(text, &ctx) {
+            Plan::Unhandled { table, .. } | Plan::Reject { table, .. } => Some(table),
+            Plan::Rewrite(rw) => Some(rw.table),
+            Plan::Forward => None,
+        }
     }
 
     fn plan(&mut self, sql: &[u8]) -> Decision {
@@ -94,8 +120,7 @@ impl Session {
                     // thaw removed this transaction's lock on the table: an unguarded
                     // write now could lose an update. Refuse it as a deadlock would.
                     tracing::warn!(%table, %fingerprint, %reason, "write after an unlocked read cannot be guarded; transaction rolled back");
-                    let message = format!("thaw: this write to {table} cannot be guarded after its check read was unlocked ({reason}); transaction rolled back, retry it");
-                    return Decision::Refuse { error: ErrorResponse { code: 1213, sqlstate: "40001".into(), message }, rollback: true };
+                    return Decision::Refuse { error: unguardable_write(&table, &reason), rollback: true };
                 }
                 let first_time = self.shared.logged_unhandled.lock().map(|mut s| s.insert(fingerprint.clone())).unwrap_or(false);
                 if first_time {
@@ -181,6 +206,13 @@ enum Decision {
     Send(Option<Box<Rewrite>>),
     /// Answer the client with an error; the server never sees the statement.
     Refuse { error: ErrorResponse, rollback: bool },
+}
+
+/// thaw removed this transaction's lock on `table`: an unguarded write now
+/// could lose an update, so it is refused as a deadlock would be.
+fn unguardable_write(table: &str, reason: &str) -> ErrorResponse {
+    let message = format!("thaw: this write to {table} cannot be guarded after its check read was unlocked ({reason}); transaction rolled back, retry it");
+    ErrorResponse { code: 1213, sqlstate: "40001".into(), message }
 }
 
 fn is_write(sql: &[u8]) -> bool {
