@@ -1,0 +1,1 @@
+"""Differential fidelity suite: the same steps direct to MariaDB and through thaw."""
