@@ -219,7 +219,8 @@ def one(kind, name=None):
     return got[0]
 
 dep = one("Deployment")
-cfg_cm = one("ConfigMap", "thaw-config")
+cfg_kind = "Secret" if any(d["metadata"]["name"] == "thaw-config" for f, d in by_kind.get("Secret", [])) else "ConfigMap"
+cfg_cm = one(cfg_kind, "thaw-config")
 rules_cm = one("ConfigMap", "thaw-rules")
 if errors:
     print("\n".join("  - " + e for e in errors)); sys.exit(1)
@@ -276,14 +277,25 @@ else:
 config_path = flag("--config")
 if config_path:
     cm = mounts.get(str(pathlib.PurePosixPath(config_path).parent))
-    if not cm or "subPath" in cm or vols.get(cm["name"], {}).get("configMap", {}).get("name") != "thaw-config":
-        errors.append(f"--config {config_path}: its folder must be the thaw-config ConfigMap, mounted without subPath")
+    vol = vols.get(cm["name"], {}) if cm else {}
+    src = vol.get("configMap", {}).get("name") or vol.get("secret", {}).get("secretName")
+    if not cm or "subPath" in cm or src != "thaw-config":
+        errors.append(f"--config {config_path}: its folder must be the thaw-config {cfg_kind}, mounted without subPath")
     key = pathlib.PurePosixPath(config_path).name
-    if key not in cfg_cm.get("data", {}):
+    if cfg_kind == "Secret":
+        import base64
+        data = dict(cfg_cm.get("stringData", {}))
+        data.update({k: base64.b64decode(v).decode() for k, v in cfg_cm.get("data", {}).items()})
+    else:
+        data = cfg_cm.get("data", {})
+    if key not in data:
         errors.append(f"thaw-config has no key {key}")
     else:
-        (out / "thaw.yaml").write_text(cfg_cm["data"][key])
-        conf = yaml.safe_load(cfg_cm["data"][key]) or {}
+        (out / "thaw.yaml").write_text(data[key])
+        conf = yaml.safe_load(data[key]) or {}
+        if not conf.get("probe"):
+            print("note: thaw-config has no probe credentials: /readyz falls back to TCP + greeting, "
+                  "which counts against the server's max_connect_errors")
         grace = int(conf.get("shutdown_grace_secs", 30))
         tgps = int(spec.get("terminationGracePeriodSeconds", 30))
         if tgps <= grace:
@@ -412,6 +424,12 @@ kill -TERM "$THAW_PID"
 rc=0; wait "$THAW_PID" || rc=$?
 [ "$rc" = 0 ] || { cat "$CONFIG_OUT/thaw.log"; die "thaw exited $rc after SIGTERM"; }
 echo "SIGTERM: exit 0"
+
+phase "thaw check on the rules the image and the ConfigMap carry"
+if ls rules/*.y*ml >/dev/null 2>&1; then
+    "$BIN" check --rules rules || die "thaw check --rules rules failed"
+fi
+"$BIN" check --rules "$CONFIG_OUT/rules" || die "thaw check failed on the thaw-rules ConfigMap's files"
 
 phase "the Kubernetes thaw.yaml, loaded by thaw itself"
 if [ -f "$CONFIG_OUT/thaw.yaml" ]; then

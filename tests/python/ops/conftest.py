@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from ops.helpers import http_get, wait_for
 from thawproc import ThawProc
+
+
+def admin_up(t: ThawProc) -> None:
+    """ThawProc.start() returns once the MySQL port listens; the admin port
+    is bound a moment later."""
+    def answers():
+        try:
+            return http_get(t.admin_port, "/livez", timeout=1)[0] == 200
+        except OSError:
+            return False
+    wait_for(answers, timeout=10, what=f"thaw's admin port {t.admin_port} to answer /livez")
 
 
 @pytest.fixture
@@ -20,6 +32,7 @@ def start_thaw(request):
         t = ThawProc(**kw)
         procs.append(t)
         t.start()
+        admin_up(t)
         return t
 
     yield start
