@@ -227,13 +227,10 @@ impl Session {
                 self.server.flush().await?;
                 let ok = handshake::auth_exchange(&mut self.client, &mut self.server, false).await?;
                 self.reset_session_state();
-                match ok {
-                    Some(status) => {
-                        self.state.status = status;
-                        self.state.user = change_user_name(&packet);
-                    }
-                    // A failed COM_CHANGE_USER leaves the server connection unusable: the server closes it.
-                    None => return Ok(false),
+                // A refused COM_CHANGE_USER leaves MariaDB's session as the previous user.
+                if let Some(status) = ok {
+                    self.state.status = status;
+                    self.state.user = change_user_name(&packet);
                 }
             }
             cmd::PING | cmd::PROCESS_KILL | cmd::REFRESH | cmd::DEBUG | cmd::SHUTDOWN | cmd::SLEEP => {
@@ -377,6 +374,8 @@ impl Session {
     /// connection is in autocommit mode here, so no transaction is opened.
     async fn read_backend_settings(&mut self) -> Result<(), SessionError> {
         let r = self.side_query("SELECT @@GLOBAL.innodb_rollback_on_timeout, @@SESSION.sql_mode").await?;
+        // A SELECT leaves ROW_COUNT() at -1; a fresh session reports 0, as after a SET.
+        self.side_query("SET @@SESSION.sql_mode = @@SESSION.sql_mode").await?;
         if let Some(row) = r.rows.first() {
             self.rollback_on_timeout = row.first().and_then(|v| v.as_deref()).map(|v| v == b"1" || v.eq_ignore_ascii_case(b"ON"));
             self.state.simultaneous_assignment =
