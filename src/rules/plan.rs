@@ -602,8 +602,13 @@ fn plan_update<'r>(
             continue;
         }
         let Some(captured) = ctx.captures.value(&rule.table, &key.value, col) else {
-            notes.push(format!("{col} written without a captured value: no delta or check"));
-            continue;
+            if refs[i].contains(col) {
+                notes.push(format!("{col} written relative to itself without a captured value"));
+                continue;
+            }
+            // The lock on this row was removed and the read did not return this
+            // column: an absolute write could overwrite a concurrent change.
+            return Err(unh(rule, format!("absolute write of {col} after an unlocked read that did not return it")));
         };
         let a = &lay.assigns[i];
         let target_sql = &sql[a.target.0..a.target.1];
@@ -649,7 +654,7 @@ fn plan_update<'r>(
         // must still hold what the app saw.
         match cas_condition(target_sql, captured, modes) {
             Some(c) => checks.push(c),
-            None => notes.push(format!("{col}: captured value cannot be written as a literal: no check")),
+            None => return Err(unh(rule, format!("{col}: the captured value cannot be written as a literal to check it"))),
         }
         // The literal as written: `'007'` must stay `007` for a string column.
         on_success.push(match written {

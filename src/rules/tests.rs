@@ -637,3 +637,17 @@ proptest! {
     }
 }
 
+
+#[test]
+fn absolute_write_of_an_uncaptured_balance_column_after_unlock_is_unhandled() {
+    let rs = billing();
+    let mut c = Ctx::new();
+    // The read returned frozen_balance only; balance was never seen.
+    c.capture_user(&rs, "8", None, Some("616"));
+    c.captures.apply(&[CaptureUpdate::Forget { table: "users".into(), key: "8".into(), column: "balance".into() }]);
+    let why = unhandled_reason(&rs, "UPDATE users SET balance = 500 WHERE id = 8", &c);
+    assert!(why.contains("absolute write of balance"), "{why}");
+    // Relative writes stay safe without a capture.
+    let rw = rewrite(&rs, "UPDATE users SET balance = balance - 5 WHERE id = 8", &c);
+    assert!(rw.sql.contains("balance = balance - 5"), "{}", rw.sql);
+}
