@@ -173,9 +173,9 @@ class PyMySQLAdapter(Adapter):
         return out
 
     def query(self, sql, params):
-        results, error = [], None
-        cur = self.conn.cursor()
+        results, error, cur = [], None, None
         try:
+            cur = self.conn.cursor()
             cur.execute(sql, params)
             while True:
                 results.append(self._capture(cur))
@@ -186,10 +186,11 @@ class PyMySQLAdapter(Adapter):
         obs = {"results": results, "error": error, "status": self.status()}
         if error or any(r["warning_count"] for r in results):
             obs["show_warnings"] = self.show_warnings()
-        try:
-            cur.close()
-        except Exception:
-            pass
+        if cur is not None:
+            try:
+                cur.close()
+            except Exception:
+                pass
         return obs
 
     def show_warnings(self):
@@ -299,9 +300,9 @@ class AioMySQLAdapter(Adapter):
         return out
 
     async def _query(self, sql, params):
-        results, error = [], None
-        cur = await self.conn.cursor()
+        results, error, cur = [], None, None
         try:
+            cur = await self.conn.cursor()
             await cur.execute(sql, params)
             while True:
                 results.append(await self._capture(cur))
@@ -313,10 +314,11 @@ class AioMySQLAdapter(Adapter):
                "in_transaction": self.conn.get_transaction_status() if self.conn.server_status is not None else None}
         if error or any(r["warning_count"] for r in results):
             obs["show_warnings"] = await self._show_warnings()
-        try:
-            await cur.close()
-        except Exception:
-            pass
+        if cur is not None:
+            try:
+                await cur.close()
+            except Exception:
+                pass
         return obs
 
     def query(self, sql, params):
@@ -398,9 +400,9 @@ class MySQLdbAdapter(Adapter):
         return out
 
     def query(self, sql, params):
-        results, error = [], None
-        cur = self.conn.cursor()
+        results, error, cur = [], None, None
         try:
+            cur = self.conn.cursor()
             cur.execute(sql, params)
             while True:
                 results.append(self._capture(cur))
@@ -415,10 +417,11 @@ class MySQLdbAdapter(Adapter):
         obs = {"results": results, "error": error, "status": self.status()}
         if error or any(r["warning_count"] for r in results):
             obs["show_warnings"] = self.show_warnings()
-        try:
-            cur.close()
-        except Exception:
-            pass
+        if cur is not None:
+            try:
+                cur.close()
+            except Exception:
+                pass
         return obs
 
     def show_warnings(self):
@@ -514,8 +517,8 @@ class ConnectorAdapter(Adapter):
     def connect_info(self):
         c = self.conn
         return {
-            "server_info": c.get_server_info(),
-            "server_version": typed(c.get_server_version()),
+            "server_info": c.server_info,
+            "server_version": typed(c.server_version),
             "charset": c.charset, "collation": c.collation,
             "autocommit": c.autocommit, "in_transaction": c.in_transaction,
             "sql_mode": c.sql_mode, "time_zone": c.time_zone,
@@ -545,9 +548,9 @@ class ConnectorAdapter(Adapter):
         return out
 
     def query(self, sql, params):
-        results, error = [], None
-        cur = self.cursor()
+        results, error, cur = [], None, None
         try:
+            cur = self.cursor()
             cur.execute(sql, params)
             while True:
                 results.append(self._capture(cur))
@@ -556,10 +559,11 @@ class ConnectorAdapter(Adapter):
         except Exception as e:
             error = err_info(e)
         obs = {"results": results, "error": error, "status": self.status()}
-        try:
-            cur.close()
-        except Exception as e:
-            obs["close_error"] = err_info(e)
+        if cur is not None:
+            try:
+                cur.close()
+            except Exception as e:
+                obs["close_error"] = err_info(e)
         if error or any(r["warning_count"] for r in results):
             obs["show_warnings"] = self.show_warnings()
         return obs
@@ -611,6 +615,7 @@ class ConnectorAdapter(Adapter):
         return self.conn.reset_session()
 
     def act_process_kill_self_from_other(self, delay=0.5):
+        """COM_PROCESS_KILL of this connection's id from a second connection."""
         cid = self.conn.connection_id
         other = mysql.connector.connect(host=self.host, port=self.port, user=USER,
                                         password=PASSWORD, use_pure=True, ssl_disabled=True)
@@ -619,7 +624,7 @@ class ConnectorAdapter(Adapter):
         finally:
             other.close()
         time.sleep(delay)
-        return {"kill_ok": typed(ok), "after": self.query("SELECT 1", None)}
+        return ok
 
     def act_connection_id_matches(self):
         return self.conn.connection_id == self.connection_id()

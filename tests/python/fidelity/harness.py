@@ -71,10 +71,11 @@ def Q(sql: str, params=None, *, name: str | None = None, only: Iterable[str] | N
 
 
 def A(action: str, *args, name: str | None = None, only: Iterable[str] | None = None,
-      err: int | None = None, err_by: dict | None = None, **kwargs) -> Step:
+      err: int | None = None, err_by: dict | None = None, not_on: dict | None = None, **kwargs) -> Step:
+    """A driver action (adapter method act_<action>)."""
     return Step(name=name or action, action=action, args=args, kwargs=kwargs,
                 only=frozenset(only) if only is not None else None,
-                err=err, err_by=dict(err_by or {}))
+                err=err, err_by=dict(err_by or {}), not_on=dict(not_on or {}))
 
 
 def _auto_name(sql: str) -> str:
