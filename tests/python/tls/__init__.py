@@ -1,0 +1,1 @@
+"""Backend TLS tests (see conftest.py, tls_support.py)."""
