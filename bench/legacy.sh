@@ -9,6 +9,7 @@
 #   half-migrated, direct      two sessions: the check's lock blocks the freeze
 #   half-migrated, through thaw
 #   hand fix, direct           the conditional UPDATE written by hand
+#   hand fix, through thaw     the same, to separate relay cost from flow cost
 #
 #   bash bench/legacy.sh
 #
@@ -86,6 +87,7 @@ run_flow legacy-thaw legacy "$THAW_PORT" "$REQUESTS"
 run_flow two-session-direct two-session "$DB_PORT" "$TWO_SESSION_REQUESTS"
 run_flow two-session-thaw two-session "$THAW_PORT" "$TWO_SESSION_REQUESTS"
 run_flow handfix-direct handfix "$DB_PORT" "$REQUESTS"
+run_flow handfix-thaw handfix "$THAW_PORT" "$REQUESTS"
 METRICS="$(curl -fsS "http://127.0.0.1:$THAW_ADMIN/metrics" || true)"
 THAW_RSS="$(ps -o rss= -p "$THAW_PID" | tr -d ' ')"
 
@@ -103,7 +105,8 @@ rows = [("legacy (lock held from check to commit)", "direct", "legacy-direct"),
         ("legacy (lock held from check to commit)", "thaw", "legacy-thaw"),
         ("half-migrated (two sessions)", "direct", "two-session-direct"),
         ("half-migrated (two sessions)", "thaw", "two-session-thaw"),
-        ("hand fix (conditional UPDATE)", "direct", "handfix-direct")]
+        ("hand fix (conditional UPDATE)", "direct", "handfix-direct"),
+        ("hand fix (conditional UPDATE)", "thaw", "handfix-thaw")]
 print("| flow | path | succeeded | insufficient balance | 1205 errors | other errors | successful requests/s | elapsed (s) | books balanced |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---|")
 for flow, path, label in rows:
@@ -121,7 +124,7 @@ EOF
     echo "- date: $STAMP"
     echo "- machine: $(nproc) cores, $CPU_MODEL, ${RAM_GIB} GiB RAM, $(uname -sr); load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- MariaDB $MARIADB, innodb_lock_wait_timeout=$LOCK_WAIT_TIMEOUT (GLOBAL, restored after each run)"
-    echo "- thaw: release build of $REV, rules $(realpath --relative-to="$ROOT" "$THAW_RULES" 2>/dev/null || echo "$THAW_RULES")"
+    echo "- thaw: release build of $REV, rules $(realpath --relative-to="$ROOT" "$THAW_RULES" 2>/dev/null || echo "$THAW_RULES")/"
     echo "- load: tests/python/legacy/loadgen.py (SQLAlchemy async + aiomysql), one user, $CONCURRENCY concurrent requests, ${WORK_MS} ms of work inside each request"
     echo
     cat "$WORK/table.md"

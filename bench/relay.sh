@@ -8,6 +8,8 @@
 #   DB_HOST [127.0.0.1]  DB_PORT [3306]  DB_USER [root]  DB_PASSWORD []
 #   BENCH_TIME [30]      seconds per sysbench run
 #   THREADS [8]          sysbench threads (= client connections)
+#   ROUNDS [1]           rounds of all runs; the report gives the median per path
+#                        (use 3 on a shared machine: 3 x 6 x BENCH_TIME seconds)
 #   TESTS ["oltp_point_select oltp_read_write"]
 #   THAW_BIN [target/release/thaw, built with `cargo build --release --locked`]
 #   THAW_RULES [rules/ when it exists, else an empty folder]
@@ -26,6 +28,7 @@ DB_USER="${DB_USER:-root}"
 DB_PASSWORD="${DB_PASSWORD:-}"
 BENCH_TIME="${BENCH_TIME:-30}"
 THREADS="${THREADS:-8}"
+ROUNDS="${ROUNDS:-1}"
 TESTS="${TESTS:-oltp_point_select oltp_read_write}"
 DB=thaw_bench
 TABLES=4
@@ -108,6 +111,7 @@ rss_kib() { ps -o rss= -p "$1" | tr -d ' '; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICKS="$(getconf CLK_TCK)"
 THAW_RSS_IDLE="$(rss_kib "$THAW_PID")"
+LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------------ data
 SB_COMMON=(--db-driver=mysql --mysql-user="$DB_USER" --mysql-password="$DB_PASSWORD" --mysql-db="$DB"
@@ -135,39 +139,48 @@ run_one() { # test host port label
 # Sample a process's RSS every 0.5 s into a file until killed.
 sample_rss() { while kill -0 "$1" 2>/dev/null; do rss_kib "$1"; sleep 0.5; done >"$2"; }
 
-declare -A RESULT
-THAW_RSS_MAX=0 THAW_CPU_NOTE="" HAPROXY_RSS_MAX=0
-for test in $TESTS; do
-    # warm the buffer pool and the server's caches for this test
-    BENCH_TIME_SAVED="$BENCH_TIME"; BENCH_TIME=5
-    run_one "$test" "$DB_HOST" "$DB_PORT" warmup >/dev/null
-    BENCH_TIME="$BENCH_TIME_SAVED"
-    for target in direct thaw haproxy; do
-        case $target in
-            direct) port="$DB_PORT"; host="$DB_HOST"; pid="" ;;
-            thaw) port="$THAW_PORT"; host=127.0.0.1; pid="$THAW_PID" ;;
-            haproxy) port="$HAPROXY_PORT"; host=127.0.0.1; pid="$HAPROXY_PID" ;;
-        esac
-        log "$test via $target (${BENCH_TIME}s, $THREADS threads)"
-        if [ -n "$pid" ]; then
-            t0="$(cpu_ticks "$pid")"
-            sample_rss "$pid" "$WORK/rss-$target-$test" & SAMPLER_PID=$!
+# All runs, one line each: round test target tps qps p95_ms errors cpu_pct rss_max_kib
+RUNS="$WORK/runs.tsv"
+: >"$RUNS"
+targets=(direct thaw haproxy)
+for round in $(seq 1 "$ROUNDS"); do
+    for test in $TESTS; do
+        # warm the buffer pool and the server's caches for this test
+        if [ "$round" = 1 ]; then
+            BENCH_TIME_SAVED="$BENCH_TIME"; BENCH_TIME=5
+            run_one "$test" "$DB_HOST" "$DB_PORT" warmup >/dev/null
+            BENCH_TIME="$BENCH_TIME_SAVED"
         fi
-        RESULT["$target $test"]="$(run_one "$test" "$host" "$port" "$target")"
-        if [ -n "$pid" ]; then
-            kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
-            t1="$(cpu_ticks "$pid")"
-            max="$(sort -n "$WORK/rss-$target-$test" | tail -1)"
-            cpu="$(awk -v a="$t0" -v b="$t1" -v hz="$TICKS" -v s="$BENCH_TIME" 'BEGIN { printf "%.0f", 100 * (b - a) / hz / s }')"
-            RESULT["$target $test cpu"]="$cpu"
-            RESULT["$target $test rss"]="$max"
-            if [ "$target" = thaw ] && [ "$max" -gt "$THAW_RSS_MAX" ]; then THAW_RSS_MAX="$max"; fi
-            if [ "$target" = haproxy ] && [ "$max" -gt "$HAPROXY_RSS_MAX" ]; then HAPROXY_RSS_MAX="$max"; fi
-        fi
-        log "  -> tps qps p95 errors: ${RESULT["$target $test"]}"
+        # rotate the order each round so that drift on a shared machine
+        # does not always favour the same path
+        for i in 0 1 2; do
+            target="${targets[$(( (i + round - 1) % 3 ))]}"
+            case $target in
+                direct) port="$DB_PORT"; host="$DB_HOST"; pid="" ;;
+                thaw) port="$THAW_PORT"; host=127.0.0.1; pid="$THAW_PID" ;;
+                haproxy) port="$HAPROXY_PORT"; host=127.0.0.1; pid="$HAPROXY_PID" ;;
+            esac
+            log "round $round/$ROUNDS: $test via $target (${BENCH_TIME}s, $THREADS threads)"
+            cpu=- max=-
+            if [ -n "$pid" ]; then
+                t0="$(cpu_ticks "$pid")"
+                sample_rss "$pid" "$WORK/rss-$target-$test-$round" & SAMPLER_PID=$!
+            fi
+            res="$(run_one "$test" "$host" "$port" "$target")"
+            if [ -n "$pid" ]; then
+                kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
+                t1="$(cpu_ticks "$pid")"
+                max="$(sort -n "$WORK/rss-$target-$test-$round" | tail -1)"
+                cpu="$(awk -v a="$t0" -v b="$t1" -v hz="$TICKS" -v s="$BENCH_TIME" 'BEGIN { printf "%.0f", 100 * (b - a) / hz / s }')"
+            fi
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$test" "$target" "$(tr ' ' '\t' <<<"$res")" "$cpu" "$max" >>"$RUNS"
+            log "  -> tps qps p95 errors: $res"
+        done
     done
 done
 THAW_RSS_AFTER="$(rss_kib "$THAW_PID")"
+THAW_RSS_MAX="$(awk -F'\t' '$3 == "thaw" && $9 != "-" && $9 > m { m = $9 } END { print m + 0 }' "$RUNS")"
+HAPROXY_RSS_MAX="$(awk -F'\t' '$3 == "haproxy" && $9 != "-" && $9 > m { m = $9 } END { print m + 0 }' "$RUNS")"
 THAW_CONN_TOTAL="$(curl -fsS "http://127.0.0.1:$THAW_ADMIN/metrics" 2>/dev/null | awk '/^thaw_client_connections_total/ {print $2}' || true)"
 
 log "dropping $DB"
@@ -183,37 +196,44 @@ REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet
 MARIADB="$(mysql_q 'SELECT VERSION()')"
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
 {
     echo "## Relay overhead: sysbench direct vs thaw vs haproxy (TCP mode)"
     echo
     echo "- date: $STAMP"
     echo "- machine: $(nproc) cores, $CPU_MODEL, ${RAM_GIB} GiB RAM, $(uname -sr)"
-    echo "- load average at the end: $LOADAVG (the machine is shared; others may have been busy)"
-    echo "- MariaDB $MARIADB on $DB_HOST:$DB_PORT; sysbench $(sysbench --version | awk '{print $2}'); haproxy $("$HAPROXY" -v | head -1 | awk '{print $3}')"
-    echo "- thaw: release build of $REV, rules: $( [ "$THAW_RULES" = "$ROOT/rules" ] && echo 'rules/ (shipped)' || echo 'none (empty folder)' ), THAW_LOG=${THAW_LOG:-info}"
-    echo "- sysbench: $THREADS threads, --tables=$TABLES --table-size=$TABLE_SIZE, --time=$BENCH_TIME per run, prepared statements (sysbench default); a 5 s warm-up per test, direct"
+    echo "- load average at the start: $LOADAVG_START, at the end: $LOADAVG (the machine is shared: other work may have run meanwhile)"
+    echo "- MariaDB $MARIADB on $DB_HOST:$DB_PORT (same machine); sysbench $(sysbench --version | awk '{print $2}'); haproxy $("$HAPROXY" -v | head -1 | awk '{print $3}') (mode tcp, default threads)"
+    echo "- thaw: release build of $REV, rules: $( [ "$THAW_RULES" = "$ROOT/rules" ] && echo 'rules/ (shipped; sysbench tables are not governed)' || echo 'none (empty folder)' ), THAW_LOG=${THAW_LOG:-info}"
+    echo "- sysbench: $THREADS threads, --tables=$TABLES --table-size=$TABLE_SIZE, --time=$BENCH_TIME per run, prepared statements (sysbench default); $ROUNDS round(s), path order rotated each round, 5 s warm-up per test"
     echo
-    echo "| test | path | tps | qps | p95 latency (ms) | ignored errors | proxy CPU (% of one core) | proxy RSS max (MiB) |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
-    for test in $TESTS; do
-        for target in direct thaw haproxy; do
-            read -r tps qps p95 err <<<"${RESULT["$target $test"]}"
-            cpu="${RESULT["$target $test cpu"]:-}"; rss="${RESULT["$target $test rss"]:-}"
-            echo "| $test | $target | $tps | $qps | $p95 | $err | ${cpu:--} | $( [ -n "$rss" ] && mib "$rss" || echo - ) |"
-        done
-    done
-    echo
-    echo "| test | thaw / haproxy (tps) | thaw / direct (tps) | haproxy / direct (tps) |"
-    echo "|---|---:|---:|---:|"
-    for test in $TESTS; do
-        read -r d _ <<<"${RESULT["direct $test"]}"
-        read -r t _ <<<"${RESULT["thaw $test"]}"
-        read -r h _ <<<"${RESULT["haproxy $test"]}"
-        echo "| $test | $(ratio "$t" "$h") | $(ratio "$t" "$d") | $(ratio "$h" "$d") |"
-    done
+    python3 - "$RUNS" "$ROUNDS" <<'PYEOF'
+import statistics, sys
+runs = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+rounds = int(sys.argv[2])
+tests = list(dict.fromkeys(r[1] for r in runs))
+paths = ["direct", "thaw", "haproxy"]
+def col(test, path, i):
+    return [float(r[i]) for r in runs if r[1] == test and r[2] == path and r[i] not in ("-", "")]
+med = lambda v: statistics.median(v) if v else float("nan")
+agg = "median of %d rounds" % rounds if rounds > 1 else "one run"
+print(f"| test | path | tps ({agg}) | qps | p95 latency (ms) | tps per round | ignored errors | proxy CPU (% of one core) | proxy RSS max (MiB) |")
+print("|---|---|---:|---:|---:|---|---:|---:|---:|")
+for t in tests:
+    for p in paths:
+        tps, qps, p95, err = col(t, p, 3), col(t, p, 4), col(t, p, 5), col(t, p, 6)
+        cpu, rss = col(t, p, 7), col(t, p, 8)
+        per = " / ".join(f"{v:.0f}" for v in tps)
+        print(f"| {t} | {p} | {med(tps):.0f} | {med(qps):.0f} | {med(p95):.2f} | {per} | {int(sum(err))} "
+              f"| {f'{med(cpu):.0f}' if cpu else '-'} | {f'{max(rss) / 1024:.1f}' if rss else '-'} |")
+print()
+print("| test | thaw / haproxy (tps) | thaw / direct (tps) | haproxy / direct (tps) | thaw / haproxy per round |")
+print("|---|---:|---:|---:|---|")
+for t in tests:
+    d, th, h = (med(col(t, p, 3)) for p in paths)
+    per = " / ".join(f"{a / b:.2f}" for a, b in zip(col(t, "thaw", 3), col(t, "haproxy", 3)))
+    print(f"| {t} | {th / h:.2f} | {th / d:.2f} | {h / d:.2f} | {per} |")
+PYEOF
     echo
     echo "thaw RSS (ps -o rss): $(mib "$THAW_RSS_IDLE") MiB idle at start, $(mib "$THAW_RSS_MAX") MiB max under load" \
          "($THREADS connections), $(mib "$THAW_RSS_AFTER") MiB after the runs; ${THAW_CONN_TOTAL:-?} client connections served." \
