@@ -354,6 +354,34 @@ if errors:
 print("ok")
 EOF
 
+phase "docs/operations.md names every config key and metric"
+"$PY" - <<'EOF' || die "docs/operations.md is out of step with src/config.rs or src/ops/metrics.rs"
+import pathlib, re, sys
+doc = pathlib.Path("docs/operations.md").read_text()
+src = pathlib.Path("src/config.rs").read_text()
+structs = {m.group(1): m.group(2) for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", src, re.S)}
+def keys(struct, prefix=""):
+    out = []
+    for name, ty in re.findall(r"pub (\w+): ([\w<>]+),", structs.get(struct, "")):
+        inner = re.sub(r"Option<(\w+)>", r"\1", ty)
+        if inner in structs and inner != struct:
+            out += keys(inner, prefix + name + ".")
+        else:
+            out.append(prefix + name)
+    return out
+config_keys = keys("Config")
+missing = [k for k in config_keys if f"`{k}`" not in doc]
+metrics_rs = pathlib.Path("src/ops/metrics.rs").read_text()
+names = re.findall(r'registry\.register\(\s*"([a-z_]+)"', metrics_rs)
+missing += [f"thaw_{n}" for n in names if f"thaw_{n}" not in doc]
+if not config_keys or not names:
+    sys.exit("could not read the config keys or metric names")
+if missing:
+    print("not documented in docs/operations.md:", ", ".join(missing))
+    sys.exit(1)
+print(f"ok: {len(config_keys)} config keys and {len(names)} metrics documented")
+EOF
+
 [ "$BUILD" = 1 ] || { phase "skipping the release build (--no-build)"; exit 0; }
 
 # ---------------------------------------------------------------- binary

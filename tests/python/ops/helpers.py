@@ -76,6 +76,16 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what} (last value: {last!r})")
 
 
+def atomic_write(path, text: str) -> None:
+    """Replace a file the way an operator should (and editors and the kubelet
+    do): write a temp file beside it and rename it over. A plain
+    truncate-and-write can be read half-written by thaw's 1 s poll."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class ConfigMapDir:
     """A folder laid out the way the kubelet writes a mounted ConfigMap:
 

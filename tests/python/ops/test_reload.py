@@ -16,7 +16,7 @@ import pymysql
 import pytest
 
 from conftest import admin_exec, unique_name
-from ops.helpers import ConfigMapDir, scrape, wait_for
+from ops.helpers import ConfigMapDir, atomic_write, scrape, wait_for
 from thawproc import REPO_ROOT
 
 BILLING = (REPO_ROOT / "rules" / "billing.yaml").read_text()
@@ -104,12 +104,12 @@ def wait_reload(t, outcome, count, what):
 def test_good_edit_is_picked_up_by_the_poll(start_thaw, accounts_db, tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "billing.yaml").write_text(BILLING)
+    atomic_write(rules / "billing.yaml", BILLING)
     t = start_thaw(rules=str(rules))
     assert generation(t) == 1
     assert not lock_read_is_rewritten(t, accounts_db), "accounts is not governed yet"
 
-    (rules / "accounts.yaml").write_text(ACCOUNTS)
+    atomic_write(rules / "accounts.yaml", ACCOUNTS)
     wait_reload(t, "success", 1, "a successful reload after adding accounts.yaml")
     assert reloads(t, "success") == 1
     assert reloads(t, "failure") == 0
@@ -127,12 +127,12 @@ def test_good_edit_is_picked_up_by_the_poll(start_thaw, accounts_db, tmp_path):
 def test_bad_edit_is_rejected_and_the_rules_in_force_stay(start_thaw, accounts_db, tmp_path, bad, where):
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "billing.yaml").write_text(BILLING)
-    (rules / "accounts.yaml").write_text(ACCOUNTS)
+    atomic_write(rules / "billing.yaml", BILLING)
+    atomic_write(rules / "accounts.yaml", ACCOUNTS)
     t = start_thaw(rules=str(rules))
     assert lock_read_is_rewritten(t, accounts_db)
 
-    (rules / "accounts.yaml").write_text(bad)
+    atomic_write(rules / "accounts.yaml", bad)
     wait_reload(t, "failure", 1, "a rejected reload after the bad edit")
     assert reloads(t, "failure") == 1
     assert reloads(t, "success") == 0
@@ -150,7 +150,7 @@ def test_bad_edit_is_rejected_and_the_rules_in_force_stay(start_thaw, accounts_d
     assert reloads(t, "failure") == 1
 
     # fixing the file reloads it
-    (rules / "accounts.yaml").write_text(ACCOUNTS)
+    atomic_write(rules / "accounts.yaml", ACCOUNTS)
     wait_reload(t, "success", 1, "a successful reload after the fix")
     assert generation(t) == 2
 
@@ -158,7 +158,7 @@ def test_bad_edit_is_rejected_and_the_rules_in_force_stay(start_thaw, accounts_d
 def test_sighup_reloads(start_thaw, accounts_db, tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "billing.yaml").write_text(BILLING)
+    atomic_write(rules / "billing.yaml", BILLING)
     t = start_thaw(rules=str(rules))
     wait_for(lambda: "thaw listening" in t.log_text(), what="thaw started")
 
@@ -169,10 +169,10 @@ def test_sighup_reloads(start_thaw, accounts_db, tmp_path):
 
     # a single rules FILE (not a folder) works the same way
     single = tmp_path / "single.yaml"
-    single.write_text(ACCOUNTS)
+    atomic_write(single, ACCOUNTS)
     t2 = start_thaw(rules=str(single))
     assert lock_read_is_rewritten(t2, accounts_db)
-    single.write_text(ACCOUNTS_TYPO)
+    atomic_write(single, ACCOUNTS_TYPO)
     t2.proc.send_signal(signal.SIGHUP)
     wait_reload(t2, "failure", 1, "SIGHUP with a bad file to be rejected")
     assert generation(t2) == 1
@@ -217,7 +217,7 @@ def test_invalid_rules_at_start_refuse_to_start(tmp_path):
     from thawproc import ThawProc
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "accounts.yaml").write_text(ACCOUNTS_TYPO)
+    atomic_write(rules / "accounts.yaml", ACCOUNTS_TYPO)
     t = ThawProc(rules=str(rules))
     try:
         with pytest.raises(RuntimeError) as e:
@@ -235,9 +235,9 @@ def test_config_file_reload(start_thaw, accounts_db, tmp_path):
     file:line:column and the generation in force stays."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "accounts.yaml").write_text(ACCOUNTS)
+    atomic_write(rules / "accounts.yaml", ACCOUNTS)
     cfg = tmp_path / "thaw.yaml"
-    cfg.write_text("log:\n  redact_literals: true\n")
+    atomic_write(cfg, "log:\n  redact_literals: true\n")
     t = start_thaw(rules=str(rules), config=str(cfg))
 
     def last_rewrite_line():
@@ -246,14 +246,14 @@ def test_config_file_reload(start_thaw, accounts_db, tmp_path):
     assert lock_read_is_rewritten(t, accounts_db)
     assert "sql=" not in last_rewrite_line()
 
-    cfg.write_text("log:\n  redact_literals: false\n")
+    atomic_write(cfg, "log:\n  redact_literals: false\n")
     wait_reload(t, "success", 1, "the config edit to be reloaded")
     assert generation(t) == 2
     assert lock_read_is_rewritten(t, accounts_db)
     assert "sql=SELECT id, balance FROM accounts WHERE id = 1" in last_rewrite_line()
 
     # line 3, column 3: a misspelled key
-    cfg.write_text("log:\n  redact_literals: false\n  levle: debug\n")
+    atomic_write(cfg, "log:\n  redact_literals: false\n  levle: debug\n")
     wait_reload(t, "failure", 1, "the bad config edit to be rejected")
     assert generation(t) == 2
     line = next(l for l in t.log_text().splitlines() if "reload rejected" in l)
