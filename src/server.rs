@@ -25,7 +25,6 @@ pub enum ServerError {
 }
 
 pub async fn run(config: Config, config_path: Option<std::path::PathBuf>, resolve: ops::reload::Resolve, rules: RuleSet) -> Result<(), ServerError> {
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
     let metrics = Arc::new(Metrics::new());
     let (drain_tx, drain_rx) = watch::channel(false);
     let (gen_tx, gen_rx) = watch::channel(Arc::new(Generation { number: 1, config: config.clone(), rules: Arc::new(rules) }));
@@ -39,8 +38,10 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>, resolv
         drain: drain_rx.clone(),
         logged_unhandled: Default::default(),
     });
+    // Admin first: once the proxy port accepts, /metrics and /readyz answer too.
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;
     tokio::spawn(ops::admin::serve(admin, ops::admin::AdminState { metrics: metrics.clone(), config: config.clone(), drain: drain_rx.clone() }));
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
     tokio::spawn(ops::reload::watch(ops::reload::Reloader::new(resolve, config_path, gen_tx, metrics.clone())));
 
     tracing::info!(listen = %config.listen, backend = %config.backend, admin = %config.admin, rules = %config.rules.display(), "thaw listening");

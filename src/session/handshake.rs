@@ -31,7 +31,10 @@ pub async fn relay(client: &mut ClientIo, mut server: ServerIo, tls: &TlsSetup, 
         TlsMode::Preferred => offers_tls,
         TlsMode::Required if offers_tls => true,
         TlsMode::Required => {
-            refuse(client, 2026, "HY000", "thaw: backend_tls is required but the backend does not offer TLS").await?;
+            // Before the handshake, as servers do: no SQLSTATE, and a server-range
+            // code (libmariadb reports 2xxx codes from a server as malformed packets).
+            client.send(&packets::build_err_no_state(1043, "thaw: backend_tls is required but the backend does not offer TLS")).await?;
+            client.flush().await?;
             return Ok(None);
         }
     };
@@ -53,7 +56,15 @@ pub async fn relay(client: &mut ClientIo, mut server: ServerIo, tls: &TlsSetup, 
         server.flush().await?;
         let (stream, seq) = server.into_parts();
         let BackendStream::Plain(tcp) = stream else { unreachable!("TLS is negotiated once") };
-        server = PacketIo::new(tls.upgrade(tcp).await?, max_packet);
+        let stream = match tls.upgrade(tcp).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Tell the app why, not just "lost connection".
+                refuse(client, 1043, "08S01", &format!("thaw: {e}")).await?;
+                return Err(e.into());
+            }
+        };
+        server = PacketIo::new(stream, max_packet);
         server.set_seq(seq);
     }
     server.send(&r).await?;

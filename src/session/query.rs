@@ -62,7 +62,9 @@ impl Session {
         let retry_unsafe = stmt.call || stmt.long_data;
         let first = self.send_recovering(&packet, retry_unsafe, in_tx_before).await?;
         let out = self.relay(first, Expect::Execute, RelayOpts::default()).await?;
-        self.after_statement(in_tx_before, &packet, &out, !retry_unsafe);
+        // An EXECUTE that opens a cursor returns its rows later, through FETCH.
+        let opens_cursor = packet.get(5).is_some_and(|flags| flags & 0x07 != 0);
+        self.after_statement(in_tx_before, &packet, &out, !retry_unsafe && !opens_cursor);
         Ok(())
     }
 

@@ -44,7 +44,16 @@ impl Session {
                 break;
             };
             tracing::info!(code = err.code, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, kind = kind_name(kind), "lock error: retrying");
-            tokio::time::sleep(wait).await;
+            // A client that gave up (read timeout) must not have its statement
+            // re-run behind its back: stop, and let the dropped backend connection
+            // roll back.
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.client.closed() => {
+                    tracing::info!(code = err.code, "client went away during a lock-error retry; abandoning it");
+                    return Err(SessionError::ClientClosed);
+                }
+            }
             waited += wait;
             attempt += 1;
             if kind == Recovery::ReplayTransaction
@@ -61,7 +70,13 @@ impl Session {
             self.server.reset_seq();
             self.server.send(payload).await?;
             self.server.flush().await?;
-            first = self.read_server().await?;
+            first = tokio::select! {
+                p = self.server.read() => p?.ok_or(SessionError::BackendClosed)?,
+                _ = self.client.closed() => {
+                    tracing::info!(code = err.code, "client went away during a lock-error retry; abandoning it");
+                    return Err(SessionError::ClientClosed);
+                }
+            };
         }
         Ok(first)
     }

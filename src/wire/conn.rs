@@ -51,6 +51,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         }
     }
 
+    /// Returns once the peer has closed (or the connection failed). Bytes the
+    /// peer sends meanwhile (pipelined commands) stay buffered for `read`.
+    /// Cancel-safe.
+    pub async fn closed(&mut self) {
+        loop {
+            self.rbuf.reserve(READ_CHUNK);
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// True when a whole packet is already buffered (no syscall needed to read it).
     pub fn has_buffered_packet(&self) -> bool {
         matches!(scan(&self.rbuf), Some(Ok(_)))
