@@ -13,6 +13,8 @@ keeps the Python type of each value.
 
 Drivers:
   pymysql            PyMySQL, default Cursor, local_infile, MULTI_STATEMENTS on
+  pymysql_fr         same with CLIENT_FOUND_ROWS (rowcount = matched rows)
+  pymysql_ss         same with the unbuffered SSCursor
   aiomysql           aiomysql (asyncio), run on a private event loop
   mysqlclient        MySQLdb (C, libmariadb), default cursor
   connector          mysql-connector-python, use_pure=True (the pure-Python
@@ -79,6 +81,7 @@ def _kill_later(host, port, target_id: int, delay: float, kind: str, errors: lis
 
 class Adapter:
     name = "?"
+    collect_warnings = True  # set per step by the harness
 
     def __init__(self, host: str, port: int, db: str):
         self.host, self.port, self.db = host, port, db
@@ -184,7 +187,7 @@ class PyMySQLAdapter(Adapter):
         except Exception as e:
             error = err_info(e)
         obs = {"results": results, "error": error, "status": self.status()}
-        if error or any(r["warning_count"] for r in results):
+        if self.collect_warnings and (error or any(r["warning_count"] for r in results)):
             obs["show_warnings"] = self.show_warnings()
         if cur is not None:
             try:
@@ -251,6 +254,15 @@ class PyMySQLAdapter(Adapter):
             pass
 
 
+class PyMySQLFoundRowsAdapter(PyMySQLAdapter):
+    """pymysql with CLIENT_FOUND_ROWS (affected rows = matched rows), as SQLAlchemy sets it."""
+    name = "pymysql_fr"
+
+    def __init__(self, host, port, db, **kw):
+        kw.setdefault("client_flag", CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS)
+        super().__init__(host, port, db, **kw)
+
+
 class PyMySQLSSAdapter(PyMySQLAdapter):
     """pymysql with an unbuffered (server-side streaming) cursor."""
     name = "pymysql_ss"
@@ -312,7 +324,7 @@ class AioMySQLAdapter(Adapter):
             error = err_info(e)
         obs = {"results": results, "error": error, "status": self.status(),
                "in_transaction": self.conn.get_transaction_status() if self.conn.server_status is not None else None}
-        if error or any(r["warning_count"] for r in results):
+        if self.collect_warnings and (error or any(r["warning_count"] for r in results)):
             obs["show_warnings"] = await self._show_warnings()
         if cur is not None:
             try:
@@ -415,7 +427,7 @@ class MySQLdbAdapter(Adapter):
             except Exception:
                 pass
         obs = {"results": results, "error": error, "status": self.status()}
-        if error or any(r["warning_count"] for r in results):
+        if self.collect_warnings and (error or any(r["warning_count"] for r in results)):
             obs["show_warnings"] = self.show_warnings()
         if cur is not None:
             try:
@@ -564,7 +576,7 @@ class ConnectorAdapter(Adapter):
                 cur.close()
             except Exception as e:
                 obs["close_error"] = err_info(e)
-        if error or any(r["warning_count"] for r in results):
+        if self.collect_warnings and (error or any(r["warning_count"] for r in results)):
             obs["show_warnings"] = self.show_warnings()
         return obs
 
@@ -705,8 +717,9 @@ class SQLAlchemyAdapter(Adapter):
 
     def __init__(self, host, port, db, isolation_level="AUTOCOMMIT", **kw):
         super().__init__(host, port, db)
-        args = dict(local_infile=True, client_flag=CLIENT.MULTI_STATEMENTS,
-                    max_allowed_packet=CLIENT_MAX_PACKET, read_timeout=TIMEOUT)
+        # no client_flag here: SQLAlchemy sets its own (CLIENT_FOUND_ROWS) and
+        # connect_args would replace it
+        args = dict(local_infile=True, max_allowed_packet=CLIENT_MAX_PACKET, read_timeout=TIMEOUT)
         args.update(kw)
         self.engine = create_engine(f"mysql+pymysql://{USER}@{host}:{port}/{db}?charset=utf8mb4",
                                     poolclass=NullPool, connect_args=args,
@@ -741,7 +754,8 @@ class SQLAlchemyAdapter(Adapter):
         except Exception as e:
             out["error"] = err_info(e)
         out["status"] = self.status()
-        out["show_warnings"] = self.show_warnings()
+        if self.collect_warnings:
+            out["show_warnings"] = self.show_warnings()
         return out
 
     def show_warnings(self):
@@ -770,7 +784,7 @@ class SQLAlchemyAsyncAdapter(SQLAlchemyAdapter):
     def __init__(self, host, port, db, isolation_level="AUTOCOMMIT", **kw):
         self.host, self.port, self.db = host, port, db
         self.loop = asyncio.new_event_loop()
-        args = dict(local_infile=True, client_flag=CLIENT.MULTI_STATEMENTS)
+        args = dict(local_infile=True)
         args.update(kw)
         self.engine = create_async_engine(
             f"mysql+aiomysql://{USER}@{host}:{port}/{db}?charset=utf8mb4",
@@ -812,10 +826,10 @@ class SQLAlchemyAsyncAdapter(SQLAlchemyAdapter):
 
 ADAPTERS = {
     a.name: a
-    for a in (PyMySQLAdapter, PyMySQLSSAdapter, AioMySQLAdapter, MySQLdbAdapter, ConnectorAdapter,
+    for a in (PyMySQLAdapter, PyMySQLFoundRowsAdapter, PyMySQLSSAdapter, AioMySQLAdapter, MySQLdbAdapter, ConnectorAdapter,
               ConnectorPreparedAdapter, SQLAlchemyAdapter, SQLAlchemyAsyncAdapter)
 }
-ALL_DRIVERS = ["pymysql", "pymysql_ss", "aiomysql", "mysqlclient", "connector", "connector_prep",
+ALL_DRIVERS = ["pymysql", "pymysql_fr", "pymysql_ss", "aiomysql", "mysqlclient", "connector", "connector_prep",
                "sqla", "sqla_async"]
 # drivers that send several statements in one COM_QUERY (CLIENT_MULTI_STATEMENTS)
 MULTI_DRIVERS = ["pymysql", "pymysql_ss", "aiomysql", "mysqlclient", "connector"]

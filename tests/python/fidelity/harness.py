@@ -45,6 +45,7 @@ class Step:
     err_by: dict = field(default_factory=dict)  # per-driver override of err
     warn: bool = False  # the direct run must report at least one warning
     not_on: dict = field(default_factory=dict)  # driver -> why this step cannot run there
+    show_warnings: bool = True  # run SHOW WARNINGS after an error or warnings
 
     def applies_to(self, driver: str) -> bool:
         return (self.only is None or driver in self.only) and driver not in self.not_on
@@ -62,12 +63,15 @@ class Step:
 
 def Q(sql: str, params=None, *, name: str | None = None, only: Iterable[str] | None = None,
       err: int | None = None, err_by: dict | None = None, warn: bool = False,
-      not_on: dict | None = None) -> Step:
+      not_on: dict | None = None, show_warnings: bool = True) -> Step:
     """A statement. err: the error code the direct run must give (-1: a driver-side
-    exception); not_on: {driver: reason} for drivers that cannot run it."""
+    exception); not_on: {driver: reason} for drivers that cannot run it;
+    show_warnings=False: no SHOW WARNINGS afterwards (e.g. the server closes the
+    connection right after this statement, and a follow-up would race with it)."""
     return Step(name=name or _auto_name(sql), sql=sql, params=params,
                 only=frozenset(only) if only is not None else None,
-                err=err, err_by=dict(err_by or {}), warn=warn, not_on=dict(not_on or {}))
+                err=err, err_by=dict(err_by or {}), warn=warn, not_on=dict(not_on or {}),
+                show_warnings=show_warnings)
 
 
 def A(action: str, *args, name: str | None = None, only: Iterable[str] | None = None,
@@ -156,6 +160,7 @@ def run_side(adapter_factory: Callable, host: str, port: int, db: str, steps: li
             if not step.applies_to(driver):
                 continue
             try:
+                adapter.collect_warnings = step.show_warnings
                 if step.sql is not None:
                     obs = adapter.query(step.sql, step.params)
                 else:
