@@ -69,8 +69,26 @@ impl Metrics {
         registry.register("rules_reloads", "Rules and config reloads, by outcome", m.reloads.clone());
         registry.register("rules_generation", "Generation of the rules in force (1 = loaded at start)", m.rules_generation.clone());
         registry.register("draining", "1 while shutting down", m.draining.clone());
+        // Series an alert takes increase() of must exist before their first event.
+        for outcome in ["success", "failure"] {
+            let _ = m.reloads.get_or_create(&labels([("outcome", outcome.into())]));
+        }
+        for code in ["1205", "1213"] {
+            let _ = m.backend_errors.get_or_create(&labels([("code", code.into())]));
+            for outcome in ["succeeded", "exhausted", "refused"] {
+                let _ = m.retries.get_or_create(&labels([("code", code.into()), ("outcome", outcome.into())]));
+                let _ = m.replays.get_or_create(&labels([("code", code.into()), ("outcome", outcome.into())]));
+            }
+        }
         let commands_by_byte = (0..=255u8).map(|b| m.commands.get_or_create(&labels([("command", command_name(b).to_string())])).clone()).collect();
         Metrics { registry, commands_by_byte, ..m }
+    }
+
+    /// Per-rule series at 0, so the first violation after a (re)load is visible to increase().
+    pub fn zero_rule_series<'a>(&self, rules: impl Iterator<Item = &'a str>) {
+        for rule in rules {
+            let _ = self.violations.get_or_create(&labels([("rule", rule.to_string())]));
+        }
     }
 
     pub fn command(&self, byte: u8) -> &Counter {

@@ -70,6 +70,7 @@ impl Reloader {
     pub fn reload(&mut self, why: &str) {
         match self.load() {
             Ok(next) => {
+                self.metrics.zero_rule_series(next.rules.tables().map(|t| t.name.as_str()));
                 let number = next.number;
                 let path = next.config.rules.display().to_string();
                 let _ = self.tx.send(Arc::new(next));
@@ -93,16 +94,29 @@ impl Reloader {
             return Err(ReloadError::Missing(config.rules.display().to_string()));
         }
         let rules = RuleSet::load(&config.rules)?;
-        // Sockets and the backend are fixed for the life of the process.
+        // Sockets, the backend, the packet limit and logging are fixed for the
+        // life of the process; everything else (rules, retry, redaction, probe,
+        // timeouts, grace period) applies from this generation on.
         let fixed = &old.config;
-        if config.listen != fixed.listen || config.admin != fixed.admin || config.backend != fixed.backend || config.backend_tls != fixed.backend_tls {
-            tracing::warn!("listen, admin, backend and backend_tls changes take effect only after a restart");
+        let mut ignored = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+) => {
+                if config.$($field).+ != fixed.$($field).+ {
+                    ignored.push(stringify!($($field).+));
+                    config.$($field).+ = fixed.$($field).+.clone();
+                }
+            };
         }
-        config.listen = fixed.listen;
-        config.admin = fixed.admin;
-        config.backend = fixed.backend.clone();
-        config.backend_tls = fixed.backend_tls.clone();
-        config.max_packet_bytes = fixed.max_packet_bytes;
+        keep!(listen);
+        keep!(admin);
+        keep!(backend);
+        keep!(backend_tls);
+        keep!(max_packet_bytes);
+        keep!(log.format);
+        keep!(log.level);
+        if !ignored.is_empty() {
+            tracing::warn!(keys = ?ignored, "these settings changed on disk but take effect only after a restart");
+        }
         Ok(Generation { number: old.number + 1, config, rules: Arc::new(rules) })
     }
 }
@@ -123,14 +137,19 @@ fn hash_path(path: &Path, h: &mut impl Hasher) {
     }
 }
 
-pub async fn watch(mut r: Reloader) {
-    let mut hup = match signal(SignalKind::hangup()) {
+/// Install the SIGHUP handler; call before anything else so an early SIGHUP
+/// cannot kill the process (its default action).
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "no SIGHUP handler; reload on file change only");
             None
         }
-    };
+    }
+}
+
+pub async fn watch(mut r: Reloader, mut hup: Option<tokio::signal::unix::Signal>) {
     let mut tick = tokio::time::interval(POLL);
     loop {
         tokio::select! {

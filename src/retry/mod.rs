@@ -58,8 +58,10 @@ pub fn classify(cfg: &RetryConfig, s: Situation) -> Recovery {
 }
 
 /// Capped exponential backoff with full jitter; `None` when attempts or the
-/// time budget are used up.
-pub fn backoff(cfg: &RetryConfig, attempt: u32, waited: Duration) -> Option<Duration> {
+/// time budget are used up. `elapsed` is the time since the command was
+/// first sent, lock waits included; a retry started within the budget can
+/// still take one more `innodb_lock_wait_timeout`.
+pub fn backoff(cfg: &RetryConfig, attempt: u32, elapsed: Duration) -> Option<Duration> {
     if attempt >= cfg.attempts {
         return None;
     }
@@ -67,7 +69,7 @@ pub fn backoff(cfg: &RetryConfig, attempt: u32, waited: Duration) -> Option<Dura
     let cap = exp.min(cfg.backoff_cap_ms).max(1);
     let wait = Duration::from_millis(rand::random_range(cap / 2..=cap));
     let budget = Duration::from_millis(cfg.budget_ms);
-    if waited + wait > budget {
+    if elapsed + wait > budget {
         return None;
     }
     Some(wait)

@@ -78,7 +78,8 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
     let _ = client.set_nodelay(true);
     let cfg = &shared.config;
     let mut client = PacketIo::new(client, cfg.max_packet_bytes);
-    let connect = tokio::time::timeout(Duration::from_millis(cfg.connect_timeout_ms), TcpStream::connect(&cfg.backend)).await;
+    let connect_timeout = Duration::from_millis(shared.generation.borrow().config.connect_timeout_ms);
+    let connect = tokio::time::timeout(connect_timeout, TcpStream::connect(&cfg.backend)).await;
     let tcp = match connect {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(backend_unreachable(&mut client, &shared, e.to_string()).await),

@@ -17,6 +17,7 @@ impl Session {
     pub(super) async fn send_recovering(&mut self, payload: &[u8], retry_unsafe: bool, in_tx: bool) -> Result<Bytes, SessionError> {
         self.server.send(payload).await?;
         self.server.flush().await?;
+        let started = std::time::Instant::now();
         let mut first = self.read_server().await?;
         let original = first.clone();
         let mut attempt = 0u32;
@@ -38,7 +39,8 @@ impl Session {
             if kind == Recovery::None {
                 break;
             }
-            let Some(wait) = retry::backoff(cfg, attempt, waited) else {
+            // The budget covers the server's lock waits as well as thaw's sleeps.
+            let Some(wait) = retry::backoff(cfg, attempt, started.elapsed()) else {
                 self.count_recovery(kind, err.code, "exhausted");
                 tracing::warn!(code = err.code, attempts = attempt, waited_ms = waited.as_millis() as u64, kind = kind_name(kind), "lock error: giving up, the client gets the error");
                 break;

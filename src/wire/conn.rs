@@ -44,6 +44,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             if let Some(p) = self.try_take()? {
                 return Ok(Some(p));
             }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+                // A large packet passed: give its buffer back instead of keeping it per connection.
+                self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+            }
             self.rbuf.reserve(READ_CHUNK);
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return if self.rbuf.is_empty() { Ok(None) } else { Err(WireError::Truncated) };
@@ -82,17 +86,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             raw.advance(4);
             return Ok(Some(raw.freeze()));
         }
-        let mut out = BytesMut::with_capacity(payload_len);
-        while !raw.is_empty() {
-            let len = frame_len(&raw);
-            out.extend_from_slice(&raw[4..4 + len]);
-            raw.advance(4 + len);
+        // Drop the frame headers in place: no second buffer of the packet's size.
+        let (mut from, mut to) = (0, 0);
+        while from < raw.len() {
+            let len = frame_len(&raw[from..]);
+            raw.copy_within(from + 4..from + 4 + len, to);
+            to += len;
+            from += 4 + len;
         }
-        Ok(Some(out.freeze()))
+        raw.truncate(to);
+        Ok(Some(raw.freeze()))
     }
 
     /// Buffer one logical packet, split into frames numbered from this leg's counter.
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), WireError> {
+        if payload.len() >= WRITE_HIGH_WATER {
+            return self.send_direct(payload).await;
+        }
         let mut rest = payload;
         loop {
             let n = rest.len().min(MAX_FRAME);
@@ -104,6 +114,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             if self.wbuf.len() >= WRITE_HIGH_WATER {
                 self.flush().await?;
             }
+            if n < MAX_FRAME {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Large packets are written frame by frame from the caller's buffer
+    /// rather than copied into the write buffer.
+    async fn send_direct(&mut self, payload: &[u8]) -> Result<(), WireError> {
+        self.flush().await?;
+        let mut rest = payload;
+        loop {
+            let n = rest.len().min(MAX_FRAME);
+            let len = (n as u32).to_le_bytes();
+            self.stream.write_all(&[len[0], len[1], len[2], self.seq]).await?;
+            self.stream.write_all(&rest[..n]).await?;
+            self.seq = self.seq.wrapping_add(1);
+            rest = &rest[n..];
             if n < MAX_FRAME {
                 return Ok(());
             }
