@@ -240,13 +240,6 @@ class PyMySQLAdapter(Adapter):
             n = cur.executemany(sql, seq)
             return {"returned": n, **self._capture(cur)}
 
-    def act_insert_id(self):
-        return self.conn.insert_id()
-
-    def act_close_and_check(self):
-        self.conn.close()
-        return self.conn.open
-
     def close(self):
         try:
             self.conn.close()
@@ -592,9 +585,6 @@ class ConnectorAdapter(Adapter):
 
     def act_ping(self):
         return self.conn.cmd_ping()
-
-    def act_is_connected(self):
-        return self.conn.is_connected()
 
     def act_select_db(self, db):
         return self.conn.cmd_init_db(db)
