@@ -116,6 +116,16 @@ impl Captures {
         }
     }
 
+    /// The read's lock was removed but its rows could not be captured (a
+    /// malformed or multi-result response): remember the row as read with
+    /// no known values, so an absolute write to it is refused rather than
+    /// sent unguarded.
+    pub fn mark_uncaptured(&mut self, spec: &CaptureSpec) {
+        if let Some(key) = &spec.key_literal {
+            self.rows.entry((spec.table.to_ascii_lowercase(), key.clone())).or_default();
+        }
+    }
+
     /// Record one value directly (`thaw explain --captured`).
     pub fn seed(&mut self, table: &str, key: &str, column: &str, value: Option<String>) {
         self.rows.entry((table.to_ascii_lowercase(), key.to_string())).or_default().insert(column.to_ascii_lowercase(), value);

@@ -123,7 +123,7 @@ impl Session {
                     Some(_) => return Err(SessionError::Protocol("empty command packet")),
                     None => return Err(SessionError::ClientClosed),
                 },
-                p = server.read() => return self.unsolicited(p?).await,
+                p = server.read() => return self.unsolicited(p).await,
                 _ = drain.changed(), if !draining => continue,
             };
             let started = Instant::now();
@@ -139,8 +139,8 @@ impl Session {
 
     /// A packet from the server while no command runs: a shutdown or
     /// wait_timeout notice. Forward it and close both sides.
-    async fn unsolicited(&mut self, p: Option<Bytes>) -> Result<(), SessionError> {
-        let Some(p) = p else { return Err(SessionError::BackendClosed) };
+    async fn unsolicited(&mut self, p: Result<Option<Bytes>, crate::wire::WireError>) -> Result<(), SessionError> {
+        let p = self.server_read_result(p)?;
         if let Some(e) = packets::parse_err(&p) {
             tracing::info!(code = e.code, message = %String::from_utf8_lossy(&e.message), "backend sent an error while idle; closing");
         }
@@ -254,7 +254,22 @@ impl Session {
     }
 
     pub async fn read_server(&mut self) -> Result<Bytes, SessionError> {
-        self.server.read().await?.ok_or(SessionError::BackendClosed)
+        let p = self.server.read().await;
+        self.server_read_result(p)
+    }
+
+    /// A backend that reset the connection is shown to the client as a
+    /// reset too (drivers report "gone away" vs "lost connection" by it).
+    fn server_read_result(&mut self, p: Result<Option<Bytes>, crate::wire::WireError>) -> Result<Bytes, SessionError> {
+        match p {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(SessionError::BackendClosed),
+            Err(crate::wire::WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                let _ = self.client.stream_mut().set_zero_linger();
+                Err(SessionError::BackendClosed)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Relay a response to the client, starting with its already-read first packet.

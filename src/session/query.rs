@@ -152,14 +152,20 @@ impl Session {
         if out.err.is_some() {
             return;
         }
-        if let (Some(spec), Some(rows)) = (&rw.capture, rows)
-            && !rows.spoiled && self.state.in_transaction() {
-                let names: Vec<&str> = rows.names.iter().map(String::as_str).collect();
-                for row in &rows.rows {
-                    let values: Vec<Option<&[u8]>> = row.iter().map(|v| v.as_deref()).collect();
-                    self.captures.record_row(spec, &names, &values);
-                }
+        let (Some(spec), Some(rows)) = (&rw.capture, rows) else {
+            self.captures.apply(&rw.on_success);
+            return;
+        };
+        if rows.spoiled {
+            tracing::warn!(rule = %rw.rule, "unlocked read could not be captured; absolute writes to its row will be refused");
+            self.captures.mark_uncaptured(spec);
+        } else if self.state.in_transaction() {
+            let names: Vec<&str> = rows.names.iter().map(String::as_str).collect();
+            for row in &rows.rows {
+                let values: Vec<Option<&[u8]>> = row.iter().map(|v| v.as_deref()).collect();
+                self.captures.record_row(spec, &names, &values);
             }
+        }
         self.captures.apply(&rw.on_success);
     }
 

@@ -26,9 +26,12 @@ pub const MASKED: u32 = C::CLIENT_COMPRESS.bits()
     | C::MULTI_FACTOR_AUTHENTICATION.bits()
     | SSL;
 
-/// MariaDB extended capabilities (bulk execute, extended and cached metadata)
-/// change the response layouts; progress reports (bit 0) are handled.
-pub const MASKED_EXT: u32 = 0x4 | 0x8 | 0x10 | 0x20;
+/// MariaDB extended capabilities thaw does not implement: bulk execute (a
+/// new command), cached metadata (a byte after the column count, column
+/// definitions left out) and bulk unit results. Progress reports (bit 0)
+/// are handled; extended metadata (bit 3) only adds a string inside column
+/// definitions, which thaw relays as bytes.
+pub const MASKED_EXT: u32 = 0x4 | 0x10 | 0x20;
 
 #[derive(Debug, Clone)]
 pub struct Greeting {

@@ -96,12 +96,6 @@ CLI_QUERIES = [
 ]
 
 
-EXTENDED_METADATA_MASKED = pytest.mark.xfail(strict=True, reason=(
-    "KNOWN DIFFERENCE, reported: thaw masks MariaDB's MARIADB_CLIENT_EXTENDED_METADATA, so "
-    "libmariadb clients lose the extended type info: mysql --column-type-info prints "
-    "'BLOB (format=json)', 'GEOMETRY (type=point)', 'STRING (type=inet6)', 'STRING (type=uuid)' "
-    "direct but plain 'BLOB', 'GEOMETRY', 'STRING' through thaw"))
-
 
 @pytest.mark.parametrize("mode", [[], ["-t"], ["--xml"], ["--html"], ["-N", "-B", "--raw"], ["--show-warnings", "-t"]],
                          ids=["batch", "table", "xml", "html", "raw", "show-warnings"])
@@ -113,22 +107,18 @@ def test_mysql_cli_e(mode, db_name, thaw):
         same_run(d, t, f"mysql {' '.join(mode)} -e [{name}] {sql}")
 
 
-EXT_TYPE = re.compile(rb"^(Type: +\w+) \((?:format|type)=\w+\)$", re.M)
 
 
 def test_mysql_cli_column_type_info(db_name, thaw):
     """Full column metadata as libmariadb reports it (name, org name, db, table,
-    type, collation, length, max length, decimals, flags). Compared strictly except
-    the extended type suffix, whose loss is pinned by the xfail test below."""
+    type, collation, length, max length, decimals, flags), compared strictly."""
     load_schema(db_name)
     for name, sql in CLI_QUERIES:
         d = mysql_cli(DIRECT_PORT, db_name, "-t", "--column-type-info", "-e", sql)
         t = mysql_cli(thaw.port, db_name, "-t", "--column-type-info", "-e", sql)
-        d.stdout = EXT_TYPE.sub(rb"\1", d.stdout)
         same_run(d, t, f"mysql --column-type-info -e [{name}] {sql}")
 
 
-@EXTENDED_METADATA_MASKED
 def test_mysql_cli_extended_type_info(db_name, thaw):
     load_schema(db_name)
     sql = "SELECT doc, geo, ip, uid FROM items ORDER BY id LIMIT 1"

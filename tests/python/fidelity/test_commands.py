@@ -432,16 +432,7 @@ def test_progress_reports_mysqlclient(db_name, direct_addr, thaw_addr):
 
 
 # ------------------------------------------------------------------ server-side closes
-RST_BECOMES_FIN = pytest.mark.xfail(strict=True, reason=(
-    "KNOWN DIFFERENCE, reported: MariaDB aborts an idle connection at wait_timeout with a TCP "
-    "RST; thaw closes the client leg with a FIN. The client's next query then fails with "
-    "2006 'MySQL server has gone away (ConnectionResetError)' direct (pymysql, mysqlclient; "
-    "aiomysql 2013 '... ([Errno 104] Connection reset by peer)') but 2013 'Lost connection to "
-    "MySQL server during query' through thaw"))
-
-
-@pytest.mark.parametrize("driver", [pytest.param(d, marks=RST_BECOMES_FIN) for d in
-                                    ["pymysql", "aiomysql", "mysqlclient"]] + ["connector"])
+@pytest.mark.parametrize("driver", ["pymysql", "aiomysql", "mysqlclient", "connector"])
 def test_server_closes_idle_connection(driver, db_name, direct_addr, thaw_addr):
     """wait_timeout expires while the client is idle: the server closes the backend
     connection; the client must see the same lost-connection error on its next query."""
