@@ -114,4 +114,8 @@ case $rc in
     *) die "pytest failed (exit $rc)" ;;
 esac
 
+# ---------------------------------------------------------------- deployment
+phase "deployment artefacts (scripts/lint-deploy.sh)"
+bash scripts/lint-deploy.sh || die "lint-deploy failed"
+
 phase "all tests passed"
