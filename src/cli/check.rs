@@ -23,6 +23,16 @@ pub enum CheckError {
     Dsn(String),
     #[error("database: {0}")]
     Db(#[from] mysql_async::Error),
+    #[error("database: no answer within {0} s while {1}")]
+    Timeout(u64, &'static str),
+}
+
+/// mysql_async has no connect timeout of its own: a port that accepts and
+/// never greets would hang `thaw check` forever.
+const STEP_TIMEOUT_SECS: u64 = 5;
+
+async fn bounded<T>(what: &'static str, f: impl std::future::Future<Output = Result<T, CheckError>>) -> Result<T, CheckError> {
+    tokio::time::timeout(std::time::Duration::from_secs(STEP_TIMEOUT_SECS), f).await.map_err(|_| CheckError::Timeout(STEP_TIMEOUT_SECS, what))?
 }
 
 /// Problems found; empty means the rules are good.
@@ -33,11 +43,11 @@ pub async fn run(args: &CheckArgs) -> Result<(Vec<String>, Vec<String>), CheckEr
     if let Some(dsn) = &args.dsn {
         let opts = mysql_async::Opts::from_url(dsn).map_err(|e| CheckError::Dsn(e.to_string()))?;
         let schema = opts.db_name().map(str::to_string).ok_or_else(|| CheckError::Dsn("name the database in the URL path".into()))?;
-        let mut conn = mysql_async::Conn::new(opts).await?;
+        let mut conn = bounded("connecting", async { Ok(mysql_async::Conn::new(opts).await?) }).await?;
         for t in rules.tables() {
-            check_table(&mut conn, &rules, t, &schema, &mut problems).await?;
+            bounded("checking a table", check_table(&mut conn, &rules, t, &schema, &mut problems)).await?;
         }
-        conn.disconnect().await?;
+        let _ = bounded("disconnecting", async { Ok(conn.disconnect().await?) }).await;
     }
     Ok((warnings, problems))
 }
@@ -51,11 +61,13 @@ async fn check_table(conn: &mut mysql_async::Conn, rules: &RuleSet, t: &rules::T
         problems.push(format!("{at}: table {schema}.{} does not exist", t.table));
         return Ok(());
     }
+    let before = problems.len();
     for c in t.columns_referenced() {
         if !columns.contains(&c.to_lowercase()) {
             problems.push(format!("{at}: table {}: column {c} does not exist", t.table));
         }
     }
+    let columns_missing = problems.len() > before;
     // Indexes whose only column is the key and which are unique.
     let unique: Vec<(String, u64)> = conn
         .exec(
@@ -67,7 +79,9 @@ async fn check_table(conn: &mut mysql_async::Conn, rules: &RuleSet, t: &rules::T
     if !unique.iter().any(|(_, n)| *n == 1) {
         problems.push(format!("{at}: table {}: key {} is not backed by a PRIMARY or UNIQUE index on that column alone", t.table, t.key));
     }
-    if let Some(sample) = rules.sample_guarded_update(&t.table)
+    // A missing column already explains why the guard would not compile.
+    if !columns_missing
+        && let Some(sample) = rules.sample_guarded_update(&t.table)
         && let Err(e) = conn.query_drop(format!("EXPLAIN {sample}")).await {
             problems.push(format!("{at}: table {}: the guarded UPDATE does not compile: {e}\n  statement: {sample}", t.table));
         }
