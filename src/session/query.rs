@@ -124,7 +124,8 @@ impl Session {
                     tracing::warn!(%table, %fingerprint, %reason, "write after an unlocked read cannot be guarded; transaction rolled back");
                     return Decision::Refuse { error: unguardable_write(&table, &reason), rollback: true };
                 }
-                let first_time = self.shared.logged_unhandled.lock().map(|mut s| s.insert(fingerprint.clone())).unwrap_or(false);
+                // Bounded: shapes are literal-free, but a runaway generator of shapes must not grow memory.
+                let first_time = self.shared.logged_unhandled.lock().map(|mut s| s.len() < 10_000 && s.insert(fingerprint.clone())).unwrap_or(false);
                 if first_time {
                     tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table forwarded untouched");
                 }
