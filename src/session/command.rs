@@ -226,7 +226,7 @@ impl Session {
             cmd::CHANGE_USER => {
                 self.server.send(&packet).await?;
                 self.server.flush().await?;
-                let ok = handshake::auth_exchange(&mut self.client, &mut self.server, false).await?;
+                let ok = handshake::auth_exchange(&mut self.client, &mut self.server, self.state.tls_backend).await?;
                 self.reset_session_state();
                 // A refused COM_CHANGE_USER leaves MariaDB's session as the previous user.
                 if let Some(status) = ok {

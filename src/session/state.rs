@@ -18,6 +18,8 @@ pub struct ConnState {
     pub multi_statements: bool,
     /// `None` until read from the server, and again after anything that may change it.
     pub simultaneous_assignment: Option<bool>,
+    /// thaw's leg to the server is TLS (COM_CHANGE_USER re-runs auth over it).
+    pub tls_backend: bool,
 }
 
 impl ConnState {
