@@ -298,3 +298,85 @@ mod tests {
         assert!(Response::new(Expect::Statistics, false).feed(b"Uptime: 5").unwrap().done);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::wire::packets::put_lenenc_str;
+    use proptest::prelude::*;
+
+    /// One result of a multi-result response: an OK, or a result set with
+    /// `cols` columns and rows of random bytes (text or binary layout).
+    #[derive(Debug, Clone)]
+    enum Result_ {
+        Ok,
+        Set { cols: u8, rows: Vec<Vec<u8>>, binary: bool },
+    }
+
+    fn result() -> impl Strategy<Value = Result_> {
+        prop_oneof![
+            Just(Result_::Ok),
+            (1u8..5, prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..20), any::<bool>())
+                .prop_map(|(cols, rows, binary)| Result_::Set { cols, rows, binary }),
+        ]
+    }
+
+    fn ok(status: u16, fe: bool) -> Vec<u8> {
+        let mut p = vec![if fe { 0xFE } else { 0x00 }, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p
+    }
+
+    fn eof(status: u16) -> Vec<u8> {
+        let mut p = vec![0xFE, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p
+    }
+
+    /// The packets a server sends for these results, flagging MORE_RESULTS on all but the last.
+    fn packets(results: &[Result_], deprecate_eof: bool) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (i, r) in results.iter().enumerate() {
+            let status = if i + 1 < results.len() { status::MORE_RESULTS | 2 } else { 2 };
+            match r {
+                Result_::Ok => out.push(ok(status, false)),
+                Result_::Set { cols, rows, binary } => {
+                    out.push(vec![*cols]);
+                    for c in 0..*cols {
+                        let mut def = Vec::new();
+                        put_lenenc_str(&mut def, format!("c{c}").as_bytes());
+                        out.push(def);
+                    }
+                    if !deprecate_eof {
+                        out.push(eof(2));
+                    }
+                    for row in rows {
+                        // Binary rows start with 0x00; text rows are lenenc strings.
+                        let mut p = if *binary { vec![0x00] } else { Vec::new() };
+                        put_lenenc_str(&mut p, row);
+                        out.push(p);
+                    }
+                    out.push(if deprecate_eof { ok(status, true) } else { eof(status) });
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn response_ends_exactly_at_its_last_packet(results in prop::collection::vec(result(), 1..5), deprecate_eof in any::<bool>()) {
+            let pk = packets(&results, deprecate_eof);
+            let mut r = Response::new(Expect::Query, deprecate_eof);
+            for (i, p) in pk.iter().enumerate() {
+                let step = r.feed(p).unwrap();
+                prop_assert_eq!(step.done, i + 1 == pk.len(), "packet {} of {}", i, pk.len());
+            }
+            let sets = results.iter().filter(|r| matches!(r, Result_::Set { .. })).count();
+            let mut r = Response::new(Expect::Query, deprecate_eof);
+            let counted = pk.iter().filter(|p| matches!(r.feed(p).unwrap().part, Part::ColumnCount(_))).count();
+            prop_assert_eq!(counted, sets);
+        }
+    }
+}
