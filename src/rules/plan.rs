@@ -146,6 +146,20 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
             plan_select(rules, mentioned, sql, &body, q, (*cut_start, *cut_end), ctx)
         }
         (Statement::Update(u), LockClause::None) => plan_update(rules, mentioned, sql, toks, u, ctx),
+        // An upsert into a governed table writes a row with no guard thaw can
+        // add: unhandled, so the session refuses it after an unlocked read.
+        (Statement::Insert(ins), LockClause::None)
+            if ins.replace_into || matches!(ins.on, Some(sqlparser::ast::OnInsert::DuplicateKeyUpdate(_))) =>
+        {
+            let target = match &ins.table {
+                sqlparser::ast::TableObject::TableName(name) => last_ident(name).and_then(|i| rules.table(&i.value)),
+                _ => None,
+            };
+            match target {
+                Some(rule) => Err(unh(rule, "INSERT ... ON DUPLICATE KEY UPDATE or REPLACE can overwrite a governed row without a guard")),
+                None => Ok(None),
+            }
+        }
         (_, LockClause::None) => Ok(None),
         _ => Err(unh(mentioned, "locking statement that is not a plain SELECT")),
     }

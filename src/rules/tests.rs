@@ -345,7 +345,6 @@ fn out_of_scope_updates() {
     }
     for sql in [
         "DELETE FROM users WHERE id = 8",
-        "INSERT INTO users (id) VALUES (8) ON DUPLICATE KEY UPDATE balance = 1",
         "UPDATE orders SET total = (SELECT balance FROM users WHERE id = 8) WHERE id = 1",
         "UPDATE conversations SET message_count = 12 WHERE id = 3",
         "UPDATE users SET balance = 'unterminated WHERE id = 8",
@@ -650,4 +649,17 @@ fn absolute_write_of_an_uncaptured_balance_column_after_unlock_is_unhandled() {
     // Relative writes stay safe without a capture.
     let rw = rewrite(&rs, "UPDATE users SET balance = balance - 5 WHERE id = 8", &c);
     assert!(rw.sql.contains("balance = balance - 5"), "{}", rw.sql);
+}
+
+#[test]
+fn upserts_into_a_governed_table_are_unhandled() {
+    let rs = billing();
+    let c = Ctx::new();
+    let why = unhandled_reason(&rs, "INSERT INTO users (id, balance) VALUES (8, 5) ON DUPLICATE KEY UPDATE balance = 5", &c);
+    assert!(why.contains("ON DUPLICATE KEY UPDATE"), "{why}");
+    unhandled_reason(&rs, "REPLACE INTO users (id, balance) VALUES (8, 5)", &c);
+    // An upsert into another table that only reads a governed one is not ours.
+    let other = "INSERT INTO compute_freeze_logs (user_id) SELECT id FROM users WHERE id = 8 ON DUPLICATE KEY UPDATE amount = 1";
+    assert_eq!(rs.plan(other, &c.pc()), Plan::Forward);
+    assert_eq!(rs.plan("INSERT INTO users (id) VALUES (9)", &c.pc()), Plan::Forward);
 }

@@ -161,3 +161,19 @@ def test_delta_keeps_a_concurrent_freeze(billing_thaw, users):
     c.commit()
     assert balances(users, 1) == (1000, 370)
     c.close()
+
+
+def test_upsert_after_unlocked_read_is_refused(billing_thaw, users):
+    c = connect(billing_thaw, users)
+    cur = c.cursor()
+    cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
+    cur.fetchall()
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        cur.execute("INSERT INTO users (id, frozen_balance) VALUES (1, 900) ON DUPLICATE KEY UPDATE frozen_balance = 900")
+    assert e.value.args[0] == 1213
+    assert balances(users, 1) == (1000, 100)
+    # Without an unlocked read in the transaction the app's upsert is its own business.
+    cur.execute("INSERT INTO users (id, frozen_balance) VALUES (1, 900) ON DUPLICATE KEY UPDATE frozen_balance = 900")
+    c.commit()
+    assert balances(users, 1) == (1000, 900)
+    c.close()
