@@ -22,6 +22,14 @@ pub struct TableRule {
     pub balance_columns: Vec<String>,
     /// Columns checked against the captured value (lowercase).
     pub cas_columns: Vec<String>,
+    /// Columns an absolute write may overwrite whatever another session
+    /// wrote (`updated_at`); every other captured column is CAS.
+    pub last_writer_wins: Vec<String>,
+    /// Tables whose triggers write this table: writing them after an
+    /// unlocked read is validated first (lowercase).
+    pub trigger_tables: Vec<String>,
+    /// Views that show or write this table's rows (lowercase).
+    pub views: Vec<String>,
     /// Remove lock clauses of keyed reads.
     pub unlock: bool,
     pub violation: ViolationPolicy,
@@ -37,7 +45,7 @@ impl TableRule {
     /// columns), lowercase, without duplicates.
     pub fn columns_referenced(&self) -> Vec<String> {
         let mut out = vec![self.key.to_lowercase()];
-        let all = self.invariants.iter().flat_map(|i| i.columns.iter()).chain(&self.balance_columns).chain(&self.cas_columns);
+        let all = self.invariants.iter().flat_map(|i| i.columns.iter()).chain(&self.balance_columns).chain(&self.cas_columns).chain(&self.last_writer_wins);
         for c in all {
             if !out.contains(c) {
                 out.push(c.clone());
@@ -54,10 +62,44 @@ impl TableRule {
         self.cas_columns.iter().any(|c| c == col)
     }
 
+    pub(crate) fn is_lww(&self, col: &str) -> bool {
+        self.last_writer_wins.iter().any(|c| c == col)
+    }
+
+    /// What an absolute write of `col` must prove. A column the rule does
+    /// not name is CAS: safe by default, relaxed only by name.
+    pub fn class_of(&self, col: &str) -> ColumnClass {
+        if self.is_balance(col) {
+            ColumnClass::Balance
+        } else if self.is_lww(col) {
+            ColumnClass::LastWriterWins
+        } else {
+            ColumnClass::Cas
+        }
+    }
+
+    /// `name` (a table a statement writes or reads) is one of this rule's
+    /// views or trigger tables.
+    pub fn links(&self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        self.trigger_tables.contains(&n) || self.views.contains(&n)
+    }
+
     /// Table name as SQL.
     pub fn table_sql(&self) -> String {
         quote_ident(&self.table)
     }
+}
+
+/// How an absolute write of a captured column is made safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnClass {
+    /// Made relative to the captured value, guarded by the invariants.
+    Balance,
+    /// `AND col = <last seen>`.
+    Cas,
+    /// Written as is.
+    LastWriterWins,
 }
 
 /// What a guarded UPDATE that matched no row (of an existing row) does.
@@ -118,6 +160,12 @@ struct RawTable {
     balance_columns: Vec<Spanned<String>>,
     #[serde(default)]
     cas_columns: Vec<Spanned<String>>,
+    #[serde(default)]
+    last_writer_wins: Vec<Spanned<String>>,
+    #[serde(default)]
+    trigger_tables: Vec<Spanned<String>>,
+    #[serde(default)]
+    views: Vec<Spanned<String>>,
     #[serde(default)]
     unlock: Option<bool>,
     #[serde(default)]
@@ -270,6 +318,32 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
         if let Some(c) = t.cas_columns.iter().find(|c| balance_columns.contains(&c.value.trim().to_lowercase())) {
             return Err(err(&c.referenced, format!("`{}` is both a balance and a cas column", c.value.trim())));
         }
+        let last_writer_wins = columns(&t.last_writer_wins, "last_writer_wins")?;
+        if let Some(c) = t
+            .last_writer_wins
+            .iter()
+            .find(|c| balance_columns.contains(&c.value.trim().to_lowercase()) || cas_columns.contains(&c.value.trim().to_lowercase()))
+        {
+            return Err(err(&c.referenced, format!("`{}` is listed in last_writer_wins and as a balance or cas column", c.value.trim())));
+        }
+        if let Some((inv, c)) = t.invariants.iter().zip(&invariants).find_map(|(s, i)| i.columns.iter().find(|c| last_writer_wins.contains(c)).map(|c| (s, c))) {
+            return Err(err(&inv.referenced, format!("invariant column `{c}` cannot be last_writer_wins")));
+        }
+        let names = |list: &[Spanned<String>], what: &str| -> Result<Vec<String>, RulesError> {
+            let mut v: Vec<String> = Vec::new();
+            for n in list {
+                let name = n.value.trim().to_lowercase();
+                if name.is_empty() || name.eq_ignore_ascii_case(&table) {
+                    return Err(err(&n.referenced, format!("{what} must name another table")));
+                }
+                if !v.contains(&name) {
+                    v.push(name);
+                }
+            }
+            Ok(v)
+        };
+        let trigger_tables = names(&t.trigger_tables, "trigger_tables")?;
+        let views = names(&t.views, "views")?;
         let violation = match &t.violation {
             None => ViolationPolicy::default(),
             Some(v) => violation(&v.value, &v.referenced, &err)?,
@@ -286,6 +360,9 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
             invariants,
             balance_columns,
             cas_columns,
+            last_writer_wins,
+            trigger_tables,
+            views,
             unlock: t.unlock.unwrap_or(true),
             violation,
             unhandled: t.unhandled.unwrap_or_default(),

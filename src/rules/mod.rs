@@ -24,7 +24,7 @@ mod splice;
 use std::path::Path;
 
 pub use captures::{CaptureSpec, CaptureUpdate, Captures};
-pub use config::{render_message, TableRule, UnhandledPolicy, ViolationPolicy};
+pub use config::{render_message, ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy};
 pub use explain::{check, explain};
 pub use fingerprint::fingerprint;
 pub use guard::Invariant;
