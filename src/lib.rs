@@ -15,4 +15,5 @@ pub mod retry;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod wire;

@@ -35,7 +35,7 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
             return Err(ExplainError::Captured(c.clone()));
         };
         let value = (!value.eq_ignore_ascii_case("null")).then(|| value.to_string());
-        captures.seed(table, key, column, value);
+        captures.seed("", table, key, column, value);
     }
     let ctx = PlanContext {
         no_backslash_escapes: false,
@@ -43,6 +43,7 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
         in_transaction: !args.autocommit,
         simultaneous_assignment: Some(false),
         captures: &captures,
+        schema: None,
     };
     Ok(rules::explain(&rules, &args.sql, &ctx))
 }

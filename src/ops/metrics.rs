@@ -19,6 +19,10 @@ pub struct Metrics {
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
+    /// Re-lock-and-validate runs inside the protection window, by outcome.
+    pub validations: Family<Labels, Counter>,
+    /// Statements answered with the rolled-back error of an aborted transaction.
+    pub aborted_statements: Counter,
     pub backend_errors: Family<Labels, Counter>,
     pub retries: Family<Labels, Counter>,
     pub replays: Family<Labels, Counter>,
@@ -46,6 +50,8 @@ impl Metrics {
             rewrites: Family::default(),
             unhandled: Family::default(),
             violations: Family::default(),
+            validations: Family::default(),
+            aborted_statements: Counter::default(),
             backend_errors: Family::default(),
             retries: Family::default(),
             replays: Family::default(),
@@ -62,6 +68,11 @@ impl Metrics {
         registry.register("statements_rewritten", "Statements rewritten, by rule and action", m.rewrites.clone());
         registry.register("statements_unhandled", "Statements on governed tables forwarded untouched, by table", m.unhandled.clone());
         registry.register("guard_violations", "Guarded writes that would have broken an invariant, by rule", m.violations.clone());
+        registry.register("validations", "Unproven statements inside the protection window: re-lock and compare, by outcome (equal, changed)", m.validations.clone());
+        registry.register("aborted_transaction_statements", "Statements refused because thaw had rolled their transaction back", m.aborted_statements.clone());
+        for outcome in ["equal", "changed"] {
+            let _ = m.validations.get_or_create(&labels([("outcome", outcome.into())]));
+        }
         registry.register("backend_errors", "ERR packets from the backend, by code", m.backend_errors.clone());
         registry.register("retries", "Statement retries, by error code and outcome", m.retries.clone());
         registry.register("replays", "Transaction replays, by error code and outcome", m.replays.clone());

@@ -58,10 +58,6 @@ impl TableRule {
         self.balance_columns.iter().any(|c| c == col)
     }
 
-    pub(crate) fn is_cas(&self, col: &str) -> bool {
-        self.cas_columns.iter().any(|c| c == col)
-    }
-
     pub(crate) fn is_lww(&self, col: &str) -> bool {
         self.last_writer_wins.iter().any(|c| c == col)
     }

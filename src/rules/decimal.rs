@@ -79,6 +79,29 @@ impl Decimal {
         Decimal { units: self.rescale(scale) - other.rescale(scale), scale }
     }
 
+    /// `self + other`, exact.
+    pub fn add(&self, other: &Decimal) -> Decimal {
+        let zero = Decimal { units: BigInt::from(0), scale: 0 };
+        self.sub(&zero.sub(other))
+    }
+
+    /// Rounded to `scale` fraction digits, half away from zero, as MySQL
+    /// stores a value into a DECIMAL(p, scale) column.
+    pub fn round_to(&self, scale: u32) -> Decimal {
+        if self.scale <= scale {
+            return Decimal { units: self.rescale(scale), scale };
+        }
+        let div = pow10(self.scale - scale);
+        let half = &div / 2;
+        let neg = self.units.sign() == Sign::Minus;
+        let mag = if neg { -&self.units } else { self.units.clone() };
+        let mut q = &mag / &div;
+        if &mag % &div >= half {
+            q += 1;
+        }
+        Decimal { units: if neg { -q } else { q }, scale }
+    }
+
     /// Numeric comparison, whatever the scales.
     #[cfg(test)]
     pub fn cmp_value(&self, other: &Decimal) -> std::cmp::Ordering {
@@ -155,6 +178,15 @@ mod tests {
         for bad in ["", "-", ".", "1.2.3", "abc", "1e", "0x10", "1e999", "1 2", "+-1"] {
             assert!(Decimal::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rounding_as_decimal_columns_store() {
+        assert_eq!(d("10.005").round_to(2).to_string(), "10.01");
+        assert_eq!(d("-10.005").round_to(2).to_string(), "-10.01");
+        assert_eq!(d("10.004").round_to(2).to_string(), "10.00");
+        assert_eq!(d("7").round_to(2).to_string(), "7.00");
+        assert_eq!(d("0.5").round_to(0).to_string(), "1");
     }
 
     #[test]

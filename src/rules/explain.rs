@@ -31,6 +31,7 @@ pub fn explain(rules: &RuleSet, sql: &str, ctx: &PlanContext<'_>) -> String {
                 Action::Unlock => "unlock",
                 Action::Guard => "guard",
                 Action::Delta => "delta",
+                Action::Pass => "pass (keyed write, nothing to change)",
             };
             let _ = writeln!(out, "rule {} (table {}): {action}", rw.rule, rw.table);
             out.push_str(&diff(sql, &rw.sql));

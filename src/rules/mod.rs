@@ -14,20 +14,21 @@ mod decimal;
 mod explain;
 mod fingerprint;
 mod guard;
-mod lex;
-mod lock_clause;
+pub(crate) mod lex;
+pub(crate) mod lock_clause;
 mod pattern;
-mod plan;
+pub(crate) mod plan;
 mod prefilter;
+pub mod safety;
 mod splice;
 
 use std::path::Path;
 
-pub use captures::{CaptureSpec, CaptureUpdate, Captures};
+pub use captures::{canonical_key, CaptureSpec, CaptureUpdate, Captures, CapturedRow, ColMeta, RowId, Seen};
 pub use config::{render_message, ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy};
 pub use explain::{check, explain};
 pub use fingerprint::fingerprint;
-pub use guard::Invariant;
+pub use guard::{quote_ident as guard_ident, Invariant};
 pub use pattern::StatementPattern;
 
 /// What the session must know about the connection to plan a statement.
@@ -42,6 +43,8 @@ pub struct PlanContext<'a> {
     pub simultaneous_assignment: Option<bool>,
     /// Rows this connection read through unlocked reads in the current transaction.
     pub captures: &'a Captures,
+    /// The current database as the server reported it; `None` when unknown.
+    pub schema: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,11 @@ pub struct Rewrite {
     /// Things an operator may want to know (no literals), e.g. a balance
     /// column written absolutely without a captured value.
     pub notes: Vec<String>,
+    /// The captured row this write targets.
+    pub row: Option<RowId>,
+    /// Safe inside the protection window: a read thaw unlocked, or a
+    /// guarded write of a captured row.
+    pub proven: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,8 @@ pub enum Action {
     Guard,
     /// As Guard, and at least one absolute balance write made relative.
     Delta,
+    /// A keyed UPDATE that needs no change (last-writer-wins columns only).
+    Pass,
 }
 
 /// An error to return to the client.
@@ -117,7 +127,9 @@ pub struct ViolationCheck {
     pub response: ViolationResponse,
     /// Run on a 0-rows-matched result: a row means the guard failed (a
     /// violation); no row means the row does not exist (pass the result
-    /// through). `SELECT 1 FROM <table as written> WHERE <original WHERE> LOCK IN SHARE MODE`.
+    /// through); its one column is 1 when the CAS checks hold (an invariant
+    /// broke) and 0 when they do not (a concurrent change: 1213).
+    /// `SELECT <cas or 1> FROM <table as written> WHERE <original WHERE> LOCK IN SHARE MODE`.
     pub exists_sql: String,
 }
 

@@ -4,7 +4,8 @@
 //! edits come from tokens (sqlparser's expression spans leave out
 //! parentheses and unary signs, so they are only used for identifiers,
 //! which come straight from a token).
-use super::config::{render_message, TableRule, UnhandledPolicy, ViolationPolicy};
+use super::captures::{ColMeta, RowId};
+use super::config::{render_message, ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy};
 use super::decimal::{canonical_number, Decimal};
 use super::fingerprint::fingerprint_modes;
 use super::guard::quote_ident;
@@ -110,7 +111,7 @@ fn unhandled(rule: &TableRule, fingerprint: String, reason: String) -> Plan {
     }
 }
 
-fn parse_one(toks: &[Tok]) -> Option<Statement> {
+pub(crate) fn parse_one(toks: &[Tok]) -> Option<Statement> {
     let v: Vec<TokenWithSpan> = toks.iter().map(|t| TokenWithSpan::new(t.token.clone(), t.span)).collect();
     let dialect = MySqlDialect {};
     let mut stmts = Parser::new(&dialect).with_tokens_with_locations(v).parse_statements().ok()?;
@@ -236,7 +237,7 @@ fn literal_of(e: &Expr) -> Option<Lit> {
 
 /// The key value of a `key = literal` conjunct.
 #[derive(Debug, Clone)]
-struct KeyLit {
+pub(crate) struct KeyLit {
     /// Canonical text: numbers normalized, strings as is (what captures use).
     value: String,
 }
@@ -261,7 +262,7 @@ fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     }
 }
 
-fn find_key(selection: &Expr, key: &str, quals: &[String]) -> Option<KeyLit> {
+pub(crate) fn find_key(selection: &Expr, key: &str, quals: &[String]) -> Option<KeyLit> {
     let mut cs = Vec::new();
     conjuncts(selection, &mut cs);
     for c in cs {
@@ -335,6 +336,8 @@ fn plan_select<'r>(
         violation: None,
         on_success: Vec::new(),
         notes,
+        row: None,
+        proven: true,
     }))
 }
 
@@ -514,23 +517,60 @@ fn pure_refs(e: &Expr, quals: &[String], out: &mut Vec<(String, sqlparser::token
     }
 }
 
-/// SQL literal for a captured text value, for `col = <captured>`.
-fn cas_condition(col_sql: &str, v: Option<&str>, modes: Modes) -> Option<String> {
+/// `col = <last seen>`, written so that no connection character set can
+/// change its meaning: exact numbers as bare ASCII numbers, everything else
+/// as a hex literal with the character set the value was sent in.
+pub(crate) fn cas_condition(col_sql: &str, v: Option<&[u8]>, meta: &ColMeta) -> Option<String> {
     let Some(v) = v else { return Some(format!("{col_sql} IS NULL")) };
-    if v.chars().any(|c| c.is_control()) {
+    if meta.is_inexact() {
         return None;
     }
-    let mut quoted = v.replace('\'', "''");
-    if modes.backslash_escapes {
-        quoted = quoted.replace('\\', "\\\\");
+    if meta.is_exact_number() {
+        let text = std::str::from_utf8(v).ok()?;
+        return (Decimal::parse(text).is_some() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.'))
+            .then(|| format!("{col_sql} = {text}"));
     }
-    // A number compares exactly as a bare literal (DECIMAL, not DOUBLE);
-    // the quoted form keeps string columns exact. Both hold when equal.
-    if Decimal::parse(v).is_some() && v.trim() == v && !v.contains(['e', 'E']) {
-        Some(format!("{col_sql} = {v} AND {col_sql} = '{quoted}'"))
-    } else {
-        Some(format!("{col_sql} = '{quoted}'"))
+    Some(format!("{col_sql} = {}", hex_literal(v, meta.charset)?))
+}
+
+/// `_utf8mb4 X'..'`: a string literal no quoting rule or multi-byte
+/// character set can reinterpret. Unknown character sets are refused.
+pub(crate) fn hex_literal(v: &[u8], charset: u16) -> Option<String> {
+    let name = charset_name(charset)?;
+    let mut out = String::with_capacity(v.len() * 2 + 12);
+    if name != "binary" {
+        out.push('_');
+        out.push_str(name);
+        out.push(' ');
     }
+    out.push_str("X'");
+    for b in v {
+        out.push_str(&format!("{b:02X}"));
+    }
+    out.push('\'');
+    Some(out)
+}
+
+/// Character set of a collation id as column definitions report it (0:
+/// unknown metadata, as in `thaw explain`, taken as utf8mb4).
+fn charset_name(id: u16) -> Option<&'static str> {
+    Some(match id {
+        0 | 45 | 46 | 224..=247 | 255 | 2048..=2303 => "utf8mb4",
+        33 | 83 | 192..=215 | 223 | 576..=579 | 1024..=1279 => "utf8mb3",
+        5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => "latin1",
+        11 | 65 => "ascii",
+        63 => "binary",
+        28 | 87 => "gbk",
+        13 | 88 => "sjis",
+        1 | 84 => "big5",
+        95 | 96 => "cp932",
+        24 | 86 => "gb2312",
+        12 | 91 => "ujis",
+        97 | 98 => "eucjpms",
+        19 | 85 => "euckr",
+        54 | 55 | 101..=124 | 608..=611 => "utf16",
+        _ => return None,
+    })
 }
 
 fn plan_update<'r>(
@@ -550,9 +590,6 @@ fn plan_update<'r>(
         // not written.
         return Ok(None);
     };
-    if rule.invariants.is_empty() && rule.balance_columns.is_empty() && rule.cas_columns.is_empty() {
-        return Ok(None);
-    }
     if u.from.is_some() {
         return Err(unh(rule, "multi-table UPDATE"));
     }
@@ -602,8 +639,21 @@ fn plan_update<'r>(
     }
     let left_to_right = ctx.simultaneous_assignment == Some(false);
 
-    // Deltas and CAS checks from the captures.
-    let captured_row = ctx.captures.has_row(&rule.table, &key.value);
+    // Deltas and CAS checks from the captures. The row is found by schema
+    // (as written, else the current database), table and key.
+    // No database selected: an unqualified name fails on the server, and no
+    // capture (filed under its real schema) matches "".
+    let schema = last_schema(name).or(ctx.schema).unwrap_or_default().to_string();
+    let table_name = last_ident(name).map(|i| i.value.clone()).unwrap_or_default();
+    let id = ctx.captures.id(&schema, &table_name, &key.value);
+    let captured_row = ctx.captures.get(&id);
+    if captured_row.is_some_and(|r| r.uncertain) {
+        return Err(unh(rule, "the app saw this row in a form thaw could not attribute"));
+    }
+    // LIMIT 0 writes nothing and locks nothing.
+    if u.limit.as_ref().is_some_and(|l| literal_of(l).is_some_and(|v| v == Lit::Number("0".into()))) {
+        return Ok(Some(pass(rule, sql, None, true)));
+    }
     let mut edits: Vec<Edit> = Vec::new();
     let mut new_value: Vec<Option<String>> = vec![None; cols.len()];
     let mut checks: Vec<String> = Vec::new();
@@ -611,12 +661,22 @@ fn plan_update<'r>(
     let mut notes: Vec<String> = Vec::new();
     let mut delta = false;
     for (i, col) in cols.iter().enumerate() {
-        let (balance, cas) = (rule.is_balance(col), rule.is_cas(col));
-        if !captured_row || !(balance || cas) {
+        let Some(row) = captured_row else { continue };
+        let class = rule.class_of(col);
+        if class == ColumnClass::LastWriterWins {
             continue;
         }
-        let Some(captured) = ctx.captures.value(&rule.table, &key.value, col) else {
-            if refs[i].contains(col) {
+        let set = |value: Option<String>| CaptureUpdate::Set {
+            schema: schema.clone(),
+            table: table_name.clone(),
+            key: key.value.clone(),
+            column: col.clone(),
+            value,
+        };
+        let forget = || CaptureUpdate::Forget { schema: schema.clone(), table: table_name.clone(), key: key.value.clone(), column: col.clone() };
+        let relative = refs[i].contains(col);
+        let Some(captured) = row.values.get(col) else {
+            if relative {
                 notes.push(format!("{col} written relative to itself without a captured value"));
                 continue;
             }
@@ -624,51 +684,49 @@ fn plan_update<'r>(
             // column: an absolute write could overwrite a concurrent change.
             return Err(unh(rule, format!("absolute write of {col} after an unlocked read that did not return it")));
         };
+        let meta = row.meta.get(col).copied().unwrap_or_default();
+        let captured_text = captured.as_deref().and_then(|b| std::str::from_utf8(b).ok());
         let a = &lay.assigns[i];
         let target_sql = &sql[a.target.0..a.target.1];
         let lit = literal_of(&u.assignments[i].value);
+        if relative {
+            // `col = col ± n` keeps the capture exact; any other expression of
+            // itself leaves it unknown, which a row in the window cannot afford.
+            match (step_of(&u.assignments[i].value, col, &quals), captured_text.and_then(Decimal::parse)) {
+                (Some(step), Some(old)) => on_success.push(set(Some(stored(&old.add(&step), &meta)))),
+                _ if row.in_window() => return Err(unh(rule, format!("{col} written relative to itself in a form thaw cannot follow"))),
+                _ => on_success.push(forget()),
+            }
+            continue;
+        }
         let written: Option<Option<String>> = match &lit {
             Some(Lit::Number(n)) => Some(Some(n.clone())),
             Some(Lit::Str(s)) => Some(Some(s.clone())),
             Some(Lit::Null) => Some(None),
             None => None,
         };
-        let set = |value: Option<String>| CaptureUpdate::Set {
-            table: rule.table.clone(),
-            key: key.value.clone(),
-            column: col.clone(),
-            value,
-        };
-        let forget = || CaptureUpdate::Forget { table: rule.table.clone(), key: key.value.clone(), column: col.clone() };
-        if balance && refs[i].contains(col) {
-            // Already relative: the new value is not known here.
-            on_success.push(forget());
-            continue;
-        }
         let new_num = match &lit {
             Some(Lit::Number(n)) | Some(Lit::Str(n)) => Decimal::parse(n),
             _ => None,
         };
-        let old_num = captured.and_then(Decimal::parse);
-        if balance && let (Some(new), Some(old)) = (&new_num, &old_num) {
+        let old_num = captured_text.and_then(Decimal::parse);
+        if class == ColumnClass::Balance
+            && let (Some(new), Some(old)) = (&new_num, &old_num)
+        {
             let d = new.sub(old);
-            let expr = if d.is_negative() {
-                format!("{target_sql} - {}", d.abs())
-            } else {
-                format!("{target_sql} + {d}")
-            };
+            let expr = if d.is_negative() { format!("{target_sql} - {}", d.abs()) } else { format!("{target_sql} + {d}") };
             edits.push(Edit::replace(a.value.0, a.value.1, expr.clone()));
             new_value[i] = Some(expr);
-            on_success.push(set(Some(new.to_string())));
+            on_success.push(set(Some(stored(new, &meta))));
             delta = true;
             continue;
         }
         // CAS columns, and absolute balance writes that cannot be made
         // relative (NULL captured, an expression, not a number): the row
         // must still hold what the app saw.
-        match cas_condition(target_sql, captured, modes) {
+        match cas_condition(target_sql, captured.as_deref(), &meta) {
             Some(c) => checks.push(c),
-            None => return Err(unh(rule, format!("{col}: the captured value cannot be written as a literal to check it"))),
+            None => return Err(unh(rule, format!("{col}: the captured value cannot be compared exactly through a literal"))),
         }
         // The literal as written: `'007'` must stay `007` for a string column.
         on_success.push(match written {
@@ -676,6 +734,7 @@ fn plan_update<'r>(
             None => forget(),
         });
     }
+    let cas_checks = checks.clone();
 
     // The guard: invariants that mention an assigned column, evaluated on
     // the row after the update. Invariants over unassigned columns only are
@@ -700,14 +759,15 @@ fn plan_update<'r>(
         guard_parts.push(format!("({rendered})"));
     }
     guard_parts.extend(checks.into_iter().map(|c| format!("({c})")));
+    let row = captured_row.map(|_| id.clone());
     if guard_parts.is_empty() && edits.is_empty() && on_success.is_empty() {
-        return Ok(None);
+        return Ok(Some(pass(rule, sql, row.clone(), row.is_some())));
     }
     let mut violation = None;
     if !guard_parts.is_empty() {
         edits.push(Edit::insert(lay.where_.0, "("));
         edits.push(Edit::insert(lay.where_.1, format!(") AND {}", guard_parts.join(" AND "))));
-        violation = Some(violation_check(rule, sql, &lay, &key));
+        violation = Some(violation_check(rule, sql, &lay, &key, &cas_checks));
     }
     let new_sql = apply(sql, &edits).map_err(|e| unh(rule, format!("internal: {e}")))?;
     verify_update(&new_sql, u, modes, !guard_parts.is_empty())
@@ -722,7 +782,55 @@ fn plan_update<'r>(
         violation,
         on_success,
         notes,
+        proven: row.is_some(),
+        row,
     }))
+}
+
+/// A keyed UPDATE thaw sends as written: nothing to guard or make relative.
+fn pass(rule: &TableRule, sql: &str, row: Option<RowId>, proven: bool) -> Rewrite {
+    Rewrite {
+        sql: sql.to_string(),
+        rule: rule.name.clone(),
+        table: rule.table.clone(),
+        action: Action::Pass,
+        fingerprint: String::new(),
+        capture: None,
+        violation: None,
+        on_success: Vec::new(),
+        notes: Vec::new(),
+        row,
+        proven,
+    }
+}
+
+/// The value a column stores for `v`: DECIMAL scale applied.
+fn stored(v: &Decimal, meta: &ColMeta) -> String {
+    if matches!(meta.col_type, super::captures::types::DECIMAL | super::captures::types::NEWDECIMAL) {
+        v.round_to(u32::from(meta.decimals)).to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+/// `col + n` / `col - n` (n a number literal): the step, signed.
+fn step_of(e: &Expr, col: &str, quals: &[String]) -> Option<Decimal> {
+    let Expr::BinaryOp { left, op, right } = e else { return None };
+    if column_of(left, quals).as_deref() != Some(col) {
+        return None;
+    }
+    let Some(Lit::Number(n)) = literal_of(right) else { return None };
+    let d = Decimal::parse(&n)?;
+    match op {
+        BinaryOperator::Plus => Some(d),
+        BinaryOperator::Minus => Some(Decimal::parse("0")?.sub(&d)),
+        _ => None,
+    }
+}
+
+fn last_schema(name: &ObjectName) -> Option<&str> {
+    let parts: Vec<&Ident> = name.0.iter().filter_map(|p| p.as_ident()).collect();
+    (parts.len() == 2).then(|| parts[0].value.as_str())
 }
 
 /// After-value text of assignment `i`: its (possibly delta-rewritten)
@@ -769,7 +877,7 @@ fn after_value(
     Ok(text)
 }
 
-fn violation_check(rule: &TableRule, sql: &str, lay: &Layout, key: &KeyLit) -> ViolationCheck {
+fn violation_check(rule: &TableRule, sql: &str, lay: &Layout, key: &KeyLit, cas: &[String]) -> ViolationCheck {
     let response = match &rule.violation {
         ViolationPolicy::PassThrough => ViolationResponse::PassThrough,
         ViolationPolicy::Error { code, sqlstate, message, rollback } => ViolationResponse::Error {
@@ -788,7 +896,8 @@ fn violation_check(rule: &TableRule, sql: &str, lay: &Layout, key: &KeyLit) -> V
         key_sql: key_sql(sql, lay, rule, key),
         response,
         exists_sql: format!(
-            "SELECT 1 FROM {} WHERE {} LOCK IN SHARE MODE",
+            "SELECT {} FROM {} WHERE {} LOCK IN SHARE MODE",
+            if cas.is_empty() { "1".to_string() } else { format!("({}) IS TRUE", cas.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" AND ")) },
             &sql[lay.table.0..lay.table.1],
             &sql[lay.where_.0..lay.where_.1]
         ),
@@ -844,6 +953,7 @@ pub(crate) fn sample_guarded_update(rules: &RuleSet, table: &str) -> Option<Stri
         in_transaction: true,
         simultaneous_assignment: Some(false),
         captures: &empty,
+        schema: None,
     };
     Some(match plan(rules, &sql, &ctx) {
         Plan::Rewrite(rw) => rw.sql,

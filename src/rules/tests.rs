@@ -32,6 +32,7 @@ impl Ctx {
             in_transaction: self.in_transaction,
             simultaneous_assignment: self.simultaneous,
             captures: &self.captures,
+            schema: None,
         }
     }
     /// Capture a users row as the session would after an unlocked read.
@@ -127,7 +128,7 @@ fn legacy_trace() {
     );
     assert_eq!(
         rw.on_success,
-        vec![CaptureUpdate::Set { table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1232".into()) }]
+        vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1232".into()) }]
     );
     assert_eq!(rw.fingerprint, "UPDATE users SET frozen_balance=?, updated_at=now() WHERE users.id = ?");
     // A second write in the same transaction is relative to what the app now believes.
@@ -404,7 +405,7 @@ fn delta_decimal_quoted_string() {
     assert!(rw.sql.contains("frozen_balance=frozen_balance + 616.50 WHERE"), "{}", rw.sql);
     assert_eq!(
         rw.on_success,
-        vec![CaptureUpdate::Set { table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1233.00".into()) }]
+        vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1233.00".into()) }]
     );
     let rw = rewrite(&rs, "UPDATE users SET frozen_balance=0.5 WHERE id = 8", &ctx);
     assert!(rw.sql.contains("frozen_balance=frozen_balance - 616.00 WHERE"), "{}", rw.sql);
@@ -431,7 +432,7 @@ fn delta_null_captured_is_cas() {
     assert!(rw.sql.ends_with(" AND (frozen_balance IS NULL)"), "{}", rw.sql);
     assert_eq!(
         rw.on_success,
-        vec![CaptureUpdate::Set { table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("50".into()) }]
+        vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("50".into()) }]
     );
 }
 
@@ -462,7 +463,7 @@ fn delta_expression_write_is_checked_or_forgotten() {
     let rw = rewrite(&rs, "UPDATE users SET frozen_balance = frozen_balance + 1 WHERE id = 8", &ctx);
     assert_eq!(rw.action, Action::Guard);
     assert!(!rw.sql.contains("616"), "{}", rw.sql);
-    assert_eq!(rw.on_success, vec![CaptureUpdate::Forget { table: "users".into(), key: "8".into(), column: "frozen_balance".into() }]);
+    assert_eq!(rw.on_success, vec![CaptureUpdate::Forget { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into() }]);
     // Absolute but not a literal: compare with what the app saw.
     let rw = rewrite(&rs, "UPDATE users SET frozen_balance = 1200 + 32 WHERE id = 8", &ctx);
     assert!(rw.sql.ends_with("AND (frozen_balance = 616 AND frozen_balance = '616')"), "{}", rw.sql);
@@ -480,7 +481,7 @@ fn cas_columns() {
     // The capture then holds the written text, numeric-looking or not.
     let rw = rewrite(&rs, "UPDATE accounts SET status = '007' WHERE id = 'a-1'", &ctx);
     ctx.captures.apply(&rw.on_success);
-    assert_eq!(ctx.captures.value("accounts", "a-1", "status"), Some(Some("007")));
+    assert_eq!(ctx.captures.value(&ctx.captures.id("", "accounts", "a-1"), "status"), Some(Some("007")));
     let rw = rewrite(&rs, "UPDATE accounts SET status = 'x' WHERE id = 'a-1'", &ctx);
     assert!(rw.sql.ends_with("AND (status = 007 AND status = '007')"), "{}", rw.sql);
     ctx.no_backslash_escapes = true;
@@ -643,7 +644,7 @@ fn absolute_write_of_an_uncaptured_balance_column_after_unlock_is_unhandled() {
     let mut c = Ctx::new();
     // The read returned frozen_balance only; balance was never seen.
     c.capture_user(&rs, "8", None, Some("616"));
-    c.captures.apply(&[CaptureUpdate::Forget { table: "users".into(), key: "8".into(), column: "balance".into() }]);
+    c.captures.apply(&[CaptureUpdate::Forget { schema: String::new(), table: "users".into(), key: "8".into(), column: "balance".into() }]);
     let why = unhandled_reason(&rs, "UPDATE users SET balance = 500 WHERE id = 8", &c);
     assert!(why.contains("absolute write of balance"), "{why}");
     // Relative writes stay safe without a capture.

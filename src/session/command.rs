@@ -1,13 +1,13 @@
 //! Command phase: read one client command, relay it, relay its response to
 //! the end, repeat. The client is not read while a response is in flight
 //! (pipelined commands wait in the buffer), except for a LOCAL INFILE upload.
-use super::capture::RowCollector;
+use super::capture::ResultCapture;
+use super::txn::{StatementEnd, Txn};
 use super::handshake::{self, ClientIo, ServerIo};
 use super::state::ConnState;
 use super::{SessionError, Shared};
-use crate::retry::{Recorder, ResponseDigest};
+use crate::retry::ResponseDigest;
 use crate::ops::reload::Generation;
-use crate::rules::Captures;
 use crate::ops::metrics::labels;
 use crate::wire::packets::{self, OkInfo};
 use crate::wire::response::{Expect, Part, Response};
@@ -48,15 +48,20 @@ pub(super) struct Stmt {
     pub call: bool,
     /// SEND_LONG_DATA was used: the server consumed the data on execute.
     pub long_data: bool,
-    /// A write to this governed table that thaw cannot rewrite (placeholders).
-    pub governed_write: Option<String>,
+    /// Not plain DML (SET, CALL, ...): may change sql_mode, the character
+    /// set or the current database.
+    pub changes_settings: bool,
 }
 
 /// How to relay one response.
 #[derive(Default)]
-pub(super) struct RelayOpts<'a> {
+pub(super) struct RelayOpts<'a, 'r> {
     pub allow_infile: bool,
-    pub rows: Option<&'a mut RowCollector>,
+    /// Capture sink: governed rows shown update the captures.
+    pub rows: Option<&'a mut ResultCapture<'r>>,
+    /// Keep the response from the client until its first row: a read thaw
+    /// unlocked that finds nothing is re-run with its lock instead.
+    pub hold_until_row: bool,
 }
 
 /// What a relayed response was, as far as the session cares.
@@ -67,6 +72,10 @@ pub(super) struct Outcome {
     pub ok: Option<OkInfo>,
     pub stmt_id: Option<u32>,
     pub result_sets: u32,
+    /// A status during the response had IN_TRANS clear.
+    pub saw_idle: bool,
+    /// `hold_until_row` and the result had no row: nothing reached the client.
+    pub held_empty: bool,
 }
 
 pub(super) struct Session {
@@ -77,8 +86,7 @@ pub(super) struct Session {
     gen_rx: watch::Receiver<Arc<Generation>>,
     /// Config and rules in force; swapped only between transactions.
     pub live: Arc<Generation>,
-    pub captures: Captures,
-    pub recorder: Recorder,
+    pub txn: Txn,
     pub stmts: HashMap<u32, Stmt>,
     /// Backend's innodb_rollback_on_timeout, read after connect.
     pub rollback_on_timeout: Option<bool>,
@@ -97,8 +105,7 @@ impl Session {
             shared,
             gen_rx,
             live,
-            captures: Captures::default(),
-            recorder: Recorder::default(),
+            txn: Txn::new(false),
             stmts: HashMap::new(),
             rollback_on_timeout: None,
             drain,
@@ -157,7 +164,7 @@ impl Session {
         let in_tx_before = self.state.in_transaction();
         // Rows fetched from a cursor are not recorded: a replay could not compare them.
         if in_tx_before && !matches!(command, cmd::QUERY | cmd::STMT_EXECUTE | cmd::STMT_PREPARE | cmd::STMT_CLOSE | cmd::STMT_RESET | cmd::PING | cmd::STATISTICS) {
-            self.recorder.mark("a command other than a statement ran inside the transaction");
+            self.txn.recorder.mark("a command other than a statement ran inside the transaction");
         }
         match command {
             cmd::QUIT => {
@@ -168,11 +175,12 @@ impl Session {
             cmd::QUERY => self.query(packet, in_tx_before).await?,
             cmd::STMT_EXECUTE => self.execute(packet, in_tx_before).await?,
             cmd::STMT_PREPARE => {
-                let call = crate::retry::record::first_keyword(&packet[1..]) == "CALL";
-                let governed_write = self.prepared_governed_write(&packet[1..]);
+                let keyword = crate::retry::record::first_keyword(&packet[1..]);
+                let call = keyword == "CALL";
+                let changes_settings = !super::query::keeps_settings(&keyword);
                 let out = self.forward(&packet, Expect::Prepare).await?;
                 if let Some(id) = out.stmt_id {
-                    self.stmts.insert(id, Stmt { call, long_data: false, governed_write });
+                    self.stmts.insert(id, Stmt { call, long_data: false, changes_settings });
                 }
             }
             cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {
@@ -215,6 +223,7 @@ impl Session {
                 let out = self.forward(&packet, Expect::OnePacket).await?;
                 if out.err.is_none() {
                     self.state.schema = Some(String::from_utf8_lossy(&packet[1..]).into_owned());
+                    self.state.settings_fresh = false;
                 }
             }
             cmd::RESET_CONNECTION => {
@@ -272,16 +281,19 @@ impl Session {
         }
     }
 
-    /// Relay a response to the client, starting with its already-read first packet.
-    pub async fn relay(&mut self, first: Bytes, expect: Expect, mut opts: RelayOpts<'_>) -> Result<Outcome, SessionError> {
+    /// Relay a response to the client, starting with its already-read first
+    /// packet: the one response reader, with the capture and hold sinks.
+    pub async fn relay(&mut self, first: Bytes, expect: Expect, mut opts: RelayOpts<'_, '_>) -> Result<Outcome, SessionError> {
         let mut resp = Response::new(expect, self.state.deprecate_eof());
         let mut digest = ResponseDigest::default();
         let mut out = Outcome::default();
+        let mut held: Option<Vec<Bytes>> = opts.hold_until_row.then(Vec::new);
         let mut packet = first;
         loop {
             let step = resp.feed(&packet)?;
             if let Some(s) = step.status {
                 self.state.status = s;
+                out.saw_idle |= s & packets::status::IN_TRANS == 0;
             }
             match step.part {
                 Part::Err => {
@@ -290,7 +302,12 @@ impl Session {
                     self.shared.metrics.backend_errors.get_or_create(&labels([("code", code.to_string())])).inc();
                 }
                 Part::Ok => out.ok = packets::parse_ok(&packet, self.state.session_track()),
-                Part::ColumnCount(_) => out.result_sets += 1,
+                Part::ColumnCount(_) => {
+                    out.result_sets += 1;
+                    if let Some(rows) = opts.rows.as_deref_mut() {
+                        rows.result_set();
+                    }
+                }
                 Part::ColumnDef => {
                     if let Some(rows) = opts.rows.as_deref_mut() {
                         rows.column(&packet);
@@ -314,7 +331,22 @@ impl Session {
                 _ => {}
             }
             digest.add(&packet);
-            self.client.send(&packet).await?;
+            if held.is_some() {
+                if matches!(step.part, Part::Row | Part::Err | Part::LocalInfile) || out.result_sets > 1 {
+                    for p in held.take().unwrap_or_default() {
+                        self.client.send(&p).await?;
+                    }
+                    self.client.send(&packet).await?;
+                } else if step.done {
+                    out.held_empty = true;
+                    out.digest = digest.finish();
+                    return Ok(out);
+                } else if let Some(h) = held.as_mut() {
+                    h.push(packet.clone());
+                }
+            } else {
+                self.client.send(&packet).await?;
+            }
             if step.part == Part::LocalInfile {
                 self.client.flush().await?;
                 self.relay_upload().await?;
@@ -323,16 +355,12 @@ impl Session {
                 break;
             }
             // Batch writes: flush only when the next packet needs a read from the socket.
-            if !self.server.has_buffered_packet() {
+            if held.is_none() && !self.server.has_buffered_packet() {
                 self.client.flush().await?;
             }
             packet = self.read_server().await?;
         }
         self.client.flush().await?;
-        if out.result_sets > 1
-            && let Some(rows) = opts.rows {
-                rows.spoiled = true;
-            }
         out.digest = digest.finish();
         Ok(out)
     }
@@ -359,7 +387,7 @@ impl Session {
         self.server.send(&payload).await?;
         self.server.flush().await?;
         let mut resp = Response::new(Expect::Query, self.state.deprecate_eof());
-        let mut rows = RowCollector::default();
+        let mut columns = 0usize;
         let mut out = SideResult::default();
         loop {
             let p = self.read_server().await?;
@@ -368,8 +396,8 @@ impl Session {
                 self.state.status = s;
             }
             match step.part {
-                Part::ColumnDef => rows.column(&p),
-                Part::Row => rows.row(&p),
+                Part::ColumnDef => columns += 1,
+                Part::Row => out.rows.push(text_row(&p, columns)),
                 Part::Ok => out.ok = packets::parse_ok(&p, self.state.session_track()),
                 Part::Err => out.err = packets::parse_err(&p),
                 Part::LocalInfile => {
@@ -382,20 +410,42 @@ impl Session {
                 break;
             }
         }
-        out.rows = rows.rows;
         Ok(out)
     }
 
     /// After connect: read the settings retries and rewrites depend on. The
     /// connection is in autocommit mode here, so no transaction is opened.
     async fn read_backend_settings(&mut self) -> Result<(), SessionError> {
-        let r = self.side_query("SELECT @@GLOBAL.innodb_rollback_on_timeout, @@SESSION.sql_mode").await?;
-        // A SELECT leaves ROW_COUNT() at -1; a fresh session reports 0, as after a SET.
-        self.side_query("SET @@SESSION.sql_mode = @@SESSION.sql_mode").await?;
+        let r = self.side_query("SELECT @@GLOBAL.innodb_rollback_on_timeout, @@GLOBAL.lower_case_table_names").await?;
         if let Some(row) = r.rows.first() {
             self.rollback_on_timeout = row.first().and_then(|v| v.as_deref()).map(|v| v == b"1" || v.eq_ignore_ascii_case(b"ON"));
-            self.state.simultaneous_assignment =
-                row.get(1).and_then(|v| v.as_deref()).map(|m| crate::retry::record::contains_ci(m, b"SIMULTANEOUS_ASSIGNMENT"));
+            let fold = row.get(1).and_then(|v| v.as_deref()).is_some_and(|v| v != b"0");
+            self.txn = Txn::new(fold);
+        }
+        self.refresh_settings().await?;
+        // A SELECT leaves ROW_COUNT() at -1; a fresh session reports 0, as after a SET.
+        self.side_query("SET @@SESSION.sql_mode = @@SESSION.sql_mode").await?;
+        Ok(())
+    }
+
+    /// Read what the server says sql_mode, the client character set and the
+    /// current database are. Run just before a statement the rules plan, so
+    /// what it disturbs (warnings, ROW_COUNT()) that statement replaces.
+    pub async fn refresh_settings(&mut self) -> Result<(), SessionError> {
+        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE()").await?;
+        let text = |v: Option<&Option<Vec<u8>>>| v.and_then(|v| v.as_deref()).map(|b| String::from_utf8_lossy(b).into_owned());
+        match r.rows.first() {
+            Some(row) => {
+                self.state.sql_mode = text(row.first()).unwrap_or_default();
+                self.state.charset_client = text(row.get(1)).unwrap_or_default();
+                self.state.schema = text(row.get(2));
+                self.state.simultaneous_assignment = Some(self.state.sql_mode.to_ascii_uppercase().contains("SIMULTANEOUS_ASSIGNMENT"));
+                self.state.settings_fresh = true;
+            }
+            None => {
+                self.state.simultaneous_assignment = None;
+                self.state.settings_fresh = false;
+            }
         }
         Ok(())
     }
@@ -403,33 +453,32 @@ impl Session {
     /// COM_RESET_CONNECTION / COM_CHANGE_USER: the server forgot the
     /// transaction, prepared statements and session variables.
     fn reset_session_state(&mut self) {
-        self.captures.clear();
-        self.recorder.clear();
+        self.txn.end();
         self.stmts.clear();
         self.state.simultaneous_assignment = None;
+        self.state.settings_fresh = false;
     }
 
-    /// Bookkeeping after a statement: transaction recording and capture lifetime.
-    pub fn after_statement(&mut self, in_tx_before: bool, sent: &[u8], out: &Outcome, replayable: bool) {
-        let tx_lost = matches!(out.err, Some(crate::retry::DEADLOCK))
+    /// The one place a statement's end reaches the transaction state.
+    pub fn after_statement(&mut self, ctl: &crate::sql::TxControl, sent: &[u8], out: &Outcome, replayable: bool) {
+        let lost = matches!(out.err, Some(crate::retry::DEADLOCK))
             || (out.err == Some(crate::retry::LOCK_WAIT_TIMEOUT) && self.rollback_on_timeout != Some(false));
-        if tx_lost || !self.state.in_transaction() {
-            self.recorder.clear();
-            self.captures.clear();
-            if tx_lost {
-                // ERR carries no status flags: the server has no transaction now.
-                self.state.status &= !packets::status::IN_TRANS;
-            }
-            return;
+        if lost {
+            // ERR carries no status flags: the server has no transaction now.
+            self.state.status &= !packets::status::IN_TRANS;
         }
-        if !in_tx_before {
-            self.recorder.clear();
-        }
-        if replayable {
-            self.recorder.push(sent, out.digest, self.live.config.retry.replay_max_bytes);
-        } else {
-            self.recorder.mark("a statement whose session effects a replay cannot reproduce");
-        }
+        let in_trans = self.state.in_transaction();
+        self.txn.statement_done(StatementEnd {
+            ctl,
+            err: out.err,
+            in_trans,
+            saw_idle: out.saw_idle,
+            lost,
+            sent,
+            digest: out.digest,
+            replayable,
+            record_limit: self.live.config.retry.replay_max_bytes,
+        });
     }
 }
 
@@ -438,6 +487,22 @@ pub(super) struct SideResult {
     pub rows: Vec<Vec<Option<Vec<u8>>>>,
     pub ok: Option<OkInfo>,
     pub err: Option<packets::ErrInfo>,
+}
+
+/// A text-protocol row of `columns` values (side queries).
+fn text_row(p: &[u8], columns: usize) -> Vec<Option<Vec<u8>>> {
+    let mut values = Vec::with_capacity(columns);
+    let mut i = 0;
+    for _ in 0..columns {
+        match p.get(i..).and_then(packets::lenenc_str) {
+            Some((v, used)) => {
+                values.push(v.map(<[u8]>::to_vec));
+                i += used;
+            }
+            None => break,
+        }
+    }
+    values
 }
 
 fn stmt_id(p: &[u8]) -> Option<u32> {

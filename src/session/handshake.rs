@@ -79,6 +79,7 @@ pub async fn relay(client: &mut ClientIo, mut server: ServerIo, tls: &TlsSetup, 
         multi_statements: hello.caps & caps::MULTI_STATEMENTS != 0,
         simultaneous_assignment: None,
         tls_backend: use_tls,
+        ..ConnState::default()
     };
     match auth_exchange(client, &mut server, use_tls).await? {
         Some(status) => {

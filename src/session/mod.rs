@@ -7,6 +7,8 @@ pub mod handshake;
 mod query;
 mod recover;
 pub mod state;
+mod txn;
+mod validate;
 
 use crate::config::Config;
 use crate::ops::Metrics;

@@ -1,22 +1,76 @@
-//! COM_QUERY and COM_STMT_EXECUTE: plan with the rules, send (with lock-error
-//! recovery), enforce the guard's verdict, capture check reads.
-use super::capture::RowCollector;
+//! COM_QUERY and COM_STMT_EXECUTE as a pipeline: the statement is read once
+//! (transaction control, classification when captures exist), planned by
+//! the rules, gated by the protection window, then executed (send with
+//! lock-error recovery, guard verdict, capture of what the app saw), and its
+//! end is handed to the transaction state in one place.
+use super::capture::ResultCapture;
 use super::command::{Outcome, RelayOpts, Session};
 use super::SessionError;
 use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
-use crate::rules::{ErrorResponse, Plan, PlanContext, Rewrite, ViolationCheck, ViolationResponse};
-use crate::wire::packets::{self, OK};
+use crate::rules::lex::Modes;
+use crate::rules::safety::window_gate;
+use crate::rules::{Action, ErrorResponse, Plan, PlanContext, Rewrite, Seen, ViolationCheck, ViolationResponse};
+use crate::sql::{self, Shape, TxControl};
+use crate::wire::packets::{self, ERR, OK};
 use crate::wire::response::Expect;
 use bytes::Bytes;
 
+/// What the session does with a COM_QUERY, decided before anything is sent.
+enum Step {
+    /// Send it (rewritten or not).
+    Send(Option<Box<Rewrite>>),
+    /// Re-lock and validate the window, then send.
+    ValidateThenSend { reason: String, rewrite: Option<Box<Rewrite>> },
+    /// Answer with an error; the server never sees the statement.
+    Refuse(ErrorResponse),
+}
+
+/// Statements after which sql_mode, the character set and the current
+/// database are still what the server last said.
+pub(super) fn keeps_settings(keyword: &str) -> bool {
+    matches!(
+        keyword,
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH" | "SHOW" | "DESC" | "DESCRIBE" | "EXPLAIN" | "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "VALUES" | "TABLE"
+    )
+}
+
 impl Session {
-    pub(super) async fn query(&mut self, packet: Bytes, in_tx_before: bool) -> Result<(), SessionError> {
+    pub(super) async fn query(&mut self, packet: Bytes, _in_tx_before: bool) -> Result<(), SessionError> {
         let sql = &packet[1..];
-        let rewrite = match self.plan(sql) {
-            Decision::Send(rw) => rw,
-            Decision::Refuse { error, rollback } => return self.refuse(error, rollback).await,
+        let ctl = sql::tx_control(sql);
+        if let Some(err) = self.txn.aborted().cloned() {
+            match ctl {
+                // The server has no transaction: its own answer to ROLLBACK is exact.
+                TxControl::Rollback { .. } => {}
+                TxControl::Commit { .. } => {
+                    self.txn.end();
+                    return self.answer_aborted(err).await;
+                }
+                _ => return self.answer_aborted(err).await,
+            }
+        }
+        let keyword = first_keyword(sql);
+        let multi = self.state.multi_statements && has_inner_semicolon(sql);
+        let rules_apply = !self.live.rules.is_empty()
+            && (!self.txn.captures.is_empty() || std::str::from_utf8(sql).is_ok_and(|t| self.live.rules.is_candidate(t)));
+        if rules_apply && !self.state.settings_fresh {
+            self.refresh_settings().await?;
+        }
+        let step = if rules_apply { self.decide(sql) } else { Step::Send(None) };
+        let (rewrite, validate) = match step {
+            Step::Send(rw) => (rw, None),
+            Step::ValidateThenSend { reason, rewrite } => (rewrite, Some(reason)),
+            Step::Refuse(error) => {
+                self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
+                return Ok(self.client.flush().await?);
+            }
         };
+        if let Some(reason) = &validate
+            && !self.validate_or_abort(reason).await?
+        {
+            return Ok(());
+        }
         let payload: Bytes = match &rewrite {
             Some(rw) => {
                 let mut p = Vec::with_capacity(rw.sql.len() + 1);
@@ -26,206 +80,262 @@ impl Session {
             }
             None => packet.clone(),
         };
-        let keyword = first_keyword(sql);
-        let multi = self.state.multi_statements && has_inner_semicolon(sql);
         let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
-        let first = self.send_recovering(&payload, retry_unsafe, in_tx_before).await?;
+        let first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
 
         if let Some(v) = rewrite.as_ref().and_then(|rw| rw.violation.as_ref())
-            && self.enforce_guard(&first, v).await? {
-                return Ok(());
-            }
-        let mut rows = rewrite.as_ref().and_then(|rw| rw.capture.as_ref()).map(|_| RowCollector::default());
+            && self.enforce_guard(&first, v).await?
+        {
+            return Ok(());
+        }
         let allow_infile = keyword == "LOAD" && contains_ci(sql, b"LOCAL");
-        let out = self.relay(first, Expect::Query, RelayOpts { allow_infile, rows: rows.as_mut() }).await?;
-        if let Some(rw) = &rewrite {
-            self.remember(rw, rows, &out);
+        let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
+        let class_locking = rewrite.is_none() && matches!(self.classified_shape(sql), Some(Shape::Read { locking: true }));
+        let mut out = self.relay_capturing(first, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;
+        let mut sent = payload.clone();
+        if out.held_empty {
+            // An unlocked read that found no row: run it as the app wrote it,
+            // so its gap lock is taken as it would be direct (get-or-create).
+            let first = self.send_recovering(&packet, false, self.state.in_transaction()).await?;
+            out = self.relay_capturing(first, None, true, false).await?;
+            sent = packet.clone();
+        } else if let Some(rw) = &rewrite
+            && out.err.is_none()
+        {
+            self.txn.captures.apply(&rw.on_success);
         }
-        if out.err.is_none() && keyword == "USE" {
-            let name = String::from_utf8_lossy(&sql[3..]).trim().trim_end_matches(';').trim().trim_matches('`').to_string();
-            self.state.schema = Some(name);
+        if rewrite.as_ref().is_none_or(|rw| !rw.proven) && !self.txn.captures.is_empty() {
+            self.forget_what_it_may_have_written(sql);
         }
-        if contains_ci(sql, b"sql_mode") {
-            // The client may have changed it: order-dependent SET rewrites wait until known again.
-            self.state.simultaneous_assignment = None;
+        if multi || !keeps_settings(&keyword) {
+            self.state.settings_fresh = false;
         }
-        self.after_statement(in_tx_before, &payload, &out, !multi && replayable_statement(sql));
+        self.after_statement(&ctl, &sent, &out, !multi && replayable_statement(sql));
         Ok(())
     }
 
-    pub(super) async fn execute(&mut self, packet: Bytes, in_tx_before: bool) -> Result<(), SessionError> {
-        let stmt = packet.get(1..5).and_then(|b| self.stmts.get(&u32::from_le_bytes(b.try_into().unwrap()))).cloned().unwrap_or_default();
-        if let Some(table) = stmt.governed_write.as_deref().filter(|t| self.captures.holds_table(t)) {
-            let error = unguardable_write(table, "a prepared statement's values are not visible to the rules");
-            return self.refuse(error, true).await;
+    /// Relay with the capture sink when the transaction has captures or this
+    /// read is the one thaw unlocked.
+    async fn relay_capturing(
+        &mut self,
+        first: Bytes,
+        unlocked: Option<crate::rules::CaptureSpec>,
+        locking: bool,
+        allow_infile: bool,
+    ) -> Result<Outcome, SessionError> {
+        let in_tx = self.state.statement_in_transaction();
+        let capture = in_tx && (unlocked.is_some() || !self.txn.captures.is_empty());
+        if !capture {
+            return self.relay(first, Expect::Query, RelayOpts { allow_infile, rows: None, hold_until_row: false }).await;
         }
-        let retry_unsafe = stmt.call || stmt.long_data;
-        let first = self.send_recovering(&packet, retry_unsafe, in_tx_before).await?;
-        let out = self.relay(first, Expect::Execute, RelayOpts::default()).await?;
-        // An EXECUTE that opens a cursor returns its rows later, through FETCH.
-        let opens_cursor = packet.get(5).is_some_and(|flags| flags & 0x07 != 0);
-        self.after_statement(in_tx_before, &packet, &out, !retry_unsafe && !opens_cursor);
-        Ok(())
+        let live = self.live.clone();
+        let captures = std::mem::take(&mut self.txn.captures);
+        let hold = unlocked.is_some();
+        let seen = if locking { Seen::Locked } else { Seen::Plain };
+        let mut rc = ResultCapture::new(&live.rules, captures, unlocked, seen);
+        let out = self.relay(first, Expect::Query, RelayOpts { allow_infile, rows: Some(&mut rc), hold_until_row: hold }).await;
+        let spoiled = rc.spoiled || out.as_ref().is_ok_and(|o| o.result_sets > 1 && hold);
+        let mut captures = rc.captures;
+        if spoiled && let Some(spec) = &rc.unlocked {
+            tracing::warn!(table = %spec.table, "unlocked read could not be captured; writes to its rows will be validated");
+            captures.mark_uncertain(None, &spec.table);
+        }
+        self.txn.captures = captures;
+        out
     }
 
-    /// Answer with an error instead of sending the command; optionally roll back.
-    async fn refuse(&mut self, error: ErrorResponse, rollback: bool) -> Result<(), SessionError> {
-        if rollback {
-            self.side_query("ROLLBACK").await?;
-            self.captures.clear();
-            self.recorder.clear();
-        }
-        self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
-        Ok(self.client.flush().await?)
+    fn modes(&self) -> Modes {
+        Modes { backslash_escapes: !self.state.no_backslash_escapes(), ansi_quotes: self.state.ansi_quotes() }
     }
 
-    /// COM_STMT_PREPARE: the rules cannot see placeholder values, so a
-    /// prepared write on a governed table is never rewritten. Remember its
-    /// table: executing it after an unlocked read of that table is refused.
-    pub(super) fn prepared_governed_write(&mut self, sql: &[u8]) -> Option<String> {
-        if self.live.rules.is_empty() || !is_write(sql) {
+    fn classified_shape(&self, sql: &[u8]) -> Option<Shape> {
+        if self.txn.captures.is_empty() || self.live.rules.is_empty() {
             return None;
         }
-        let text = std::str::from_utf8(sql).ok()?;
-        if !self.live.rules.is_candidate(text) {
-            return None;
-        }
-        let empty = crate::rules::Captures::default();
-        let ctx = PlanContext { no_backslash_escapes: self.state.no_backslash_escapes(), ansi_quotes: self.state.ansi_quotes(), in_transaction: false, simultaneous_assignment: Some(false), captures: &empty };
-        match self.live.rules.plan(text, &ctx) {
-            Plan::Unhandled { table, .. } | Plan::Reject { table, .. } => Some(table),
-            Plan::Rewrite(rw) => Some(rw.table),
-            Plan::Forward => None,
+        Some(sql::classify(sql, self.modes()).shape)
+    }
+
+    /// A statement thaw did not plan may have changed captured rows: their
+    /// last-seen values are no longer known.
+    fn forget_what_it_may_have_written(&mut self, sql: &[u8]) {
+        let class = sql::classify(sql, self.modes());
+        match &class.shape {
+            Shape::Unknown(_) => {
+                for t in self.live.rules.tables() {
+                    self.txn.captures.mark_uncertain(None, &t.table);
+                }
+            }
+            Shape::Write { target, .. } => {
+                for t in self.live.rules.tables().filter(|t| t.table.eq_ignore_ascii_case(&target.name) || t.links(&target.name)) {
+                    self.txn.captures.mark_uncertain(None, &t.table);
+                }
+            }
+            _ => {}
         }
     }
 
-    fn plan(&mut self, sql: &[u8]) -> Decision {
-        if self.live.rules.is_empty() {
-            return Decision::Send(None);
-        }
-        let Ok(text) = std::str::from_utf8(sql) else { return Decision::Send(None) };
-        if !self.live.rules.is_candidate(text) {
-            return Decision::Send(None);
-        }
+    /// Plan with the rules and gate by the protection window.
+    fn decide(&mut self, sql: &[u8]) -> Step {
+        let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
+        let parsable = self.state.charset_parsable() && !self.state.sql_mode_unsupported();
+        let text = std::str::from_utf8(sql).ok().filter(|_| parsable);
+        let Some(text) = text else {
+            // thaw cannot read it as the server will: nothing is unlocked or
+            // rewritten, and inside the window it is validated first.
+            return if window {
+                Step::ValidateThenSend { reason: "statement thaw cannot read in this character set or sql_mode".into(), rewrite: None }
+            } else {
+                Step::Send(None)
+            };
+        };
         let ctx = PlanContext {
             no_backslash_escapes: self.state.no_backslash_escapes(),
             ansi_quotes: self.state.ansi_quotes(),
             in_transaction: self.state.statement_in_transaction(),
             simultaneous_assignment: self.state.simultaneous_assignment,
-            captures: &self.captures,
+            captures: &self.txn.captures,
+            schema: self.state.schema.as_deref(),
         };
-        match self.live.rules.plan(text, &ctx) {
-            Plan::Forward => Decision::Send(None),
+        let plan = self.live.rules.plan(text, &ctx);
+        let gate = if window {
+            let class = sql::classify(sql, self.modes());
+            window_gate(&self.live.rules, &plan, &class, &self.txn.captures)
+        } else {
+            None
+        };
+        match plan {
+            Plan::Forward => match gate {
+                Some(reason) => Step::ValidateThenSend { reason, rewrite: None },
+                None => Step::Send(None),
+            },
             Plan::Unhandled { table, fingerprint, reason } => {
                 self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
-                if self.captures.holds_table(&table) && is_write(sql) {
-                    // thaw removed this transaction's lock on the table: an unguarded
-                    // write now could lose an update. Refuse it as a deadlock would.
-                    tracing::warn!(%table, %fingerprint, %reason, "write after an unlocked read cannot be guarded; transaction rolled back");
-                    return Decision::Refuse { error: unguardable_write(&table, &reason), rollback: true };
+                if let Some(reason) = gate {
+                    tracing::info!(%table, %fingerprint, %reason, "statement after an unlocked read is validated first");
+                    return Step::ValidateThenSend { reason, rewrite: None };
                 }
                 // Bounded: shapes are literal-free, but a runaway generator of shapes must not grow memory.
                 let first_time = self.shared.logged_unhandled.lock().map(|mut s| s.len() < 10_000 && s.insert(fingerprint.clone())).unwrap_or(false);
                 if first_time {
                     tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table forwarded untouched");
                 }
-                Decision::Send(None)
+                Step::Send(None)
             }
             Plan::Reject { table, fingerprint, reason, error } => {
                 self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
                 tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table refused (unhandled: reject)");
-                Decision::Refuse { error, rollback: false }
+                Step::Refuse(error)
             }
             Plan::Rewrite(rw) => {
-                self.shared.metrics.rewrites.get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())])).inc();
-                if self.live.config.log.redact_literals {
-                    tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, "statement rewritten");
-                } else {
-                    tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
+                if rw.action != Action::Pass {
+                    self.shared.metrics.rewrites.get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())])).inc();
+                    if self.live.config.log.redact_literals {
+                        tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, "statement rewritten");
+                    } else {
+                        tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
+                    }
                 }
-                Decision::Send(Some(rw))
+                let rewrite = (rw.action != Action::Pass).then_some(rw);
+                match gate {
+                    Some(reason) => Step::ValidateThenSend { reason, rewrite },
+                    None => Step::Send(rewrite),
+                }
             }
         }
     }
 
-    /// Captures: rows of an unlocked check read, and what a successful write made the app believe.
-    fn remember(&mut self, rw: &Rewrite, rows: Option<RowCollector>, out: &Outcome) {
-        if out.err.is_some() {
-            return;
+    pub(super) async fn execute(&mut self, packet: Bytes, _in_tx_before: bool) -> Result<(), SessionError> {
+        let ctl = TxControl::None;
+        if let Some(err) = self.txn.aborted().cloned() {
+            return self.answer_aborted(err).await;
         }
-        let (Some(spec), Some(rows)) = (&rw.capture, rows) else {
-            self.captures.apply(&rw.on_success);
-            return;
-        };
-        if rows.spoiled {
-            tracing::warn!(rule = %rw.rule, "unlocked read could not be captured; absolute writes to its row will be refused");
-            self.captures.mark_uncaptured(spec);
-        } else if self.state.in_transaction() {
-            let names: Vec<&str> = rows.names.iter().map(String::as_str).collect();
-            for row in &rows.rows {
-                let values: Vec<Option<&[u8]>> = row.iter().map(|v| v.as_deref()).collect();
-                self.captures.record_row(spec, &names, &values);
+        let stmt = packet.get(1..5).and_then(|b| self.stmts.get(&u32::from_le_bytes(b.try_into().unwrap()))).cloned().unwrap_or_default();
+        // Prepared statements are not planned: inside the window they are
+        // unknown, so the window is validated before one runs.
+        if self.txn.captures.has_window()
+            && self.state.statement_in_transaction()
+            && !self.validate_or_abort("a prepared statement the rules did not plan").await?
+        {
+            return Ok(());
+        }
+        let retry_unsafe = stmt.call || stmt.long_data;
+        let first = self.send_recovering(&packet, retry_unsafe, self.state.in_transaction()).await?;
+        let out = self.relay(first, Expect::Execute, RelayOpts::default()).await?;
+        if !self.txn.captures.is_empty() {
+            for t in self.live.rules.tables() {
+                self.txn.captures.mark_uncertain(None, &t.table);
             }
         }
-        self.captures.apply(&rw.on_success);
+        if stmt.changes_settings {
+            self.state.settings_fresh = false;
+        }
+        // An EXECUTE that opens a cursor returns its rows later, through FETCH.
+        let opens_cursor = packet.get(5).is_some_and(|flags| flags & 0x07 != 0);
+        self.after_statement(&ctl, &packet, &out, !retry_unsafe && !opens_cursor);
+        Ok(())
     }
 
-    /// A guarded write that matched no row either broke an invariant or
+    /// A statement of a transaction thaw rolled back.
+    async fn answer_aborted(&mut self, err: ErrorResponse) -> Result<(), SessionError> {
+        self.shared.metrics.aborted_statements.inc();
+        self.client.send(&packets::build_err(err.code, &err.sqlstate, &err.message)).await?;
+        Ok(self.client.flush().await?)
+    }
+
+    /// A guarded write that matched no row (or whose guard overflowed an
+    /// UNSIGNED column, 1690) either broke an invariant, lost a CAS race, or
     /// addressed a row that does not exist. Returns true when thaw answered
     /// the client itself.
     async fn enforce_guard(&mut self, first: &Bytes, v: &ViolationCheck) -> Result<bool, SessionError> {
-        if first.first() != Some(&OK) {
-            return Ok(false);
-        }
-        let Some(ok) = packets::parse_ok(first, self.state.session_track()) else { return Ok(false) };
-        // Rows matched, not changed: an UPDATE that changes nothing is no violation.
-        let matched = if self.state.found_rows() { Some(ok.affected_rows) } else { rows_matched(&ok.info) };
-        if matched != Some(0) {
-            return Ok(false);
+        let out_of_range = first.first() == Some(&ERR) && packets::parse_err(first).is_some_and(|e| e.code == 1690);
+        if !out_of_range {
+            if first.first() != Some(&OK) {
+                return Ok(false);
+            }
+            let Some(ok) = packets::parse_ok(first, self.state.session_track()) else { return Ok(false) };
+            // Rows matched, not changed: an UPDATE that changes nothing is no violation.
+            let matched = if self.state.found_rows() { Some(ok.affected_rows) } else { rows_matched(&ok.info) };
+            if matched != Some(0) {
+                return Ok(false);
+            }
         }
         let exists = self.side_query(&v.exists_sql).await?;
         if let Some(e) = &exists.err {
-            tracing::warn!(rule = %v.rule, code = e.code, "cannot tell a violation from a missing row; passing the 0-row result through");
+            tracing::warn!(rule = %v.rule, code = e.code, "cannot tell a violation from a missing row; passing the result through");
             return Ok(false);
         }
-        if exists.rows.is_empty() {
-            return Ok(false);
+        let Some(row) = exists.rows.first() else { return Ok(false) };
+        let key = if self.live.config.log.redact_literals { "?" } else { v.key.as_str() };
+        if row.first().and_then(|c| c.as_deref()) != Some(b"1") {
+            // The row changed since the app read it: a lost race, retryable.
+            tracing::info!(rule = %v.rule, table = %v.table, key, "compare-and-set conflict");
+            self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
+            let error = ErrorResponse {
+                code: 1213,
+                sqlstate: "40001".into(),
+                message: "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction".into(),
+            };
+            self.abort_transaction(error).await?;
+            return Ok(true);
         }
         self.shared.metrics.violations.get_or_create(&labels([("rule", v.rule.clone())])).inc();
-        let key = if self.live.config.log.redact_literals { "?" } else { v.key.as_str() };
         tracing::info!(rule = %v.rule, table = %v.table, key, "guard violated");
         let ViolationResponse::Error { error, rollback } = &v.response else {
+            if out_of_range {
+                return Ok(false);
+            }
             return Ok(false);
         };
         if *rollback {
-            // As MySQL treats a deadlock: nothing the transaction wrote survives.
-            self.side_query("ROLLBACK").await?;
-            self.captures.clear();
-            self.recorder.clear();
+            // As MySQL treats a deadlock: nothing the transaction wrote survives,
+            // and nothing the app sends after it can commit a part of it.
+            self.abort_transaction(error.clone()).await?;
+        } else {
+            self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
+            self.client.flush().await?;
         }
-        self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
-        self.client.flush().await?;
         Ok(true)
     }
-}
-
-/// What to do with a COM_QUERY after planning.
-enum Decision {
-    /// Send it, rewritten or not.
-    Send(Option<Box<Rewrite>>),
-    /// Answer the client with an error; the server never sees the statement.
-    Refuse { error: ErrorResponse, rollback: bool },
-}
-
-/// thaw removed this transaction's lock on `table`: an unguarded write now
-/// could lose an update, so it is refused as a deadlock would be.
-fn unguardable_write(table: &str, reason: &str) -> ErrorResponse {
-    let message = format!("thaw: this write to {table} cannot be guarded after its check read was unlocked ({reason}); transaction rolled back, retry it");
-    ErrorResponse { code: 1213, sqlstate: "40001".into(), message }
-}
-
-fn is_write(sql: &[u8]) -> bool {
-    matches!(first_keyword(sql).as_str(), "UPDATE" | "INSERT" | "REPLACE" | "DELETE")
 }
 
 /// "Rows matched: 1  Changed: 0  Warnings: 0" → 1.

@@ -64,8 +64,7 @@ impl Session {
                     tracing::warn!(code = err.code, reason = why, "transaction not replayed; the client gets the original error");
                     // A partial replay may have run: make sure nothing of it survives.
                     self.side_query("ROLLBACK").await?;
-                    self.recorder.clear();
-                    self.captures.clear();
+                    self.txn.end();
                     return Ok(original);
                 }
             pending = Some((kind, err.code));
@@ -91,9 +90,11 @@ impl Session {
     /// Re-run the recorded transaction; every response must match what the
     /// client saw, byte for byte (insert ids and affected rows included).
     async fn replay(&mut self) -> Result<Result<(), &'static str>, SessionError> {
-        let Some(entries) = self.recorder.entries().map(<[_]>::to_vec) else {
-            return Ok(Err(self.recorder.unreplayable.unwrap_or("nothing recorded for this transaction")));
+        let Some(entries) = self.txn.recorder.entries().map(<[_]>::to_vec) else {
+            return Ok(Err(self.txn.recorder.unreplayable.unwrap_or("nothing recorded for this transaction")));
         };
+        // The replay re-runs the app's statements, not thaw's re-locks.
+        self.txn.captures.unprotect_all();
         for e in entries {
             self.server.reset_seq();
             self.server.send(&e.command).await?;

@@ -20,6 +20,13 @@ pub struct ConnState {
     pub simultaneous_assignment: Option<bool>,
     /// thaw's leg to the server is TLS (COM_CHANGE_USER re-runs auth over it).
     pub tls_backend: bool,
+    /// sql_mode, character_set_client and the current database as the server
+    /// last reported them; `settings_fresh` is false after anything that may
+    /// have changed them (SET, CALL, multi-statements, ...), and they are
+    /// read again before the next statement the rules plan.
+    pub settings_fresh: bool,
+    pub sql_mode: String,
+    pub charset_client: String,
 }
 
 impl ConnState {
@@ -37,7 +44,7 @@ impl ConnState {
         self.status & status::NO_BACKSLASH_ESCAPES != 0
     }
     pub fn ansi_quotes(&self) -> bool {
-        self.status & status::ANSI_QUOTES != 0
+        self.status & status::ANSI_QUOTES != 0 || self.sql_mode.to_ascii_uppercase().split(',').any(|f| f == "ANSI_QUOTES")
     }
     pub fn deprecate_eof(&self) -> bool {
         self.caps & caps::DEPRECATE_EOF != 0
@@ -45,6 +52,19 @@ impl ConnState {
     pub fn session_track(&self) -> bool {
         self.caps & caps::SESSION_TRACK != 0
     }
+    /// thaw's lexer reads statements in this character set as the server
+    /// does: single-byte or UTF-8 (in a multi-byte set such as GBK or SJIS a
+    /// 0x5C byte may end a character instead of escaping a quote).
+    pub fn charset_parsable(&self) -> bool {
+        matches!(self.charset_client.to_ascii_lowercase().as_str(), "utf8" | "utf8mb3" | "utf8mb4" | "latin1" | "ascii" | "binary")
+    }
+
+    /// sql_mode flags that change how thaw would have to read an expression.
+    pub fn sql_mode_unsupported(&self) -> bool {
+        let m = self.sql_mode.to_ascii_uppercase();
+        m.split(',').any(|f| matches!(f, "PIPES_AS_CONCAT" | "HIGH_NOT_PRECEDENCE" | "ANSI" | "IGNORE_SPACE"))
+    }
+
     pub fn found_rows(&self) -> bool {
         self.caps & caps::FOUND_ROWS != 0
     }
