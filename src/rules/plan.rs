@@ -819,7 +819,8 @@ fn step_of(e: &Expr, col: &str, quals: &[String]) -> Option<Decimal> {
     if column_of(left, quals).as_deref() != Some(col) {
         return None;
     }
-    let Some(Lit::Number(n)) = literal_of(right) else { return None };
+    // A quoted number is read as a number in arithmetic.
+    let (Some(Lit::Number(n)) | Some(Lit::Str(n))) = literal_of(right) else { return None };
     let d = Decimal::parse(&n)?;
     match op {
         BinaryOperator::Plus => Some(d),

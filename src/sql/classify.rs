@@ -281,7 +281,7 @@ mod tests {
         assert!(matches!(shape_of("DELETE FROM users WHERE id = 8"), Shape::Write { kind: WriteKind::Delete, .. }));
         assert_eq!(shape_of("COMMIT"), Shape::Transaction);
         assert_eq!(shape_of("SAVEPOINT a"), Shape::Transaction);
-        assert_eq!(shape_of("SET @a = 1, NAMES utf8mb4"), Shape::Session);
+        assert_eq!(shape_of("SET @a = 1, @b = 'x'"), Shape::Session);
         assert_eq!(shape_of("SHOW WARNINGS"), Shape::Session);
         assert_eq!(shape_of("ALTER TABLE t ADD c INT"), Shape::ImplicitCommit);
     }
