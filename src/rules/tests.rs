@@ -557,13 +557,13 @@ fn shipped_rules_and_accessors() {
     assert_eq!(t[0].invariants.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["balance - frozen_balance >= 0", "frozen_balance >= 0"]);
     assert_eq!(t[0].columns_referenced(), ["id", "balance", "frozen_balance", "username", "updated_at"]);
     assert_eq!(t[1].table, "conversations");
-    assert!(t[1].unlock && t[1].invariants.is_empty() && t[1].balance_columns == ["message_count", "total_tokens"]);
+    assert!(t[1].unlock && t[1].invariants.len() == 2 && t[1].balance_columns == ["message_count", "total_tokens"]);
     assert!(rs.table("compute_freeze_logs").is_none());
     assert_eq!(
         rs.sample_guarded_update("users").unwrap(),
         "UPDATE users SET balance = balance, frozen_balance = frozen_balance, username = username, updated_at = updated_at WHERE (`id` = 0) AND ((balance) - (frozen_balance) >= 0) AND ((frozen_balance) >= 0)"
     );
-    assert_eq!(rs.sample_guarded_update("conversations").unwrap(), "UPDATE conversations SET message_count = message_count, total_tokens = total_tokens WHERE `id` = 0");
+    assert_eq!(rs.sample_guarded_update("conversations").unwrap(), "UPDATE conversations SET message_count = message_count, total_tokens = total_tokens WHERE (`id` = 0) AND ((message_count) >= 0) AND ((total_tokens) >= 0)");
     assert!(check(&rs).is_empty(), "{:?}", check(&rs));
 }
 
