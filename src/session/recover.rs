@@ -15,6 +15,8 @@ impl Session {
     /// error as the first packet may be retried or replayed; the client then
     /// sees only the final answer.
     pub(super) async fn send_recovering(&mut self, payload: &[u8], retry_unsafe: bool, in_tx: bool) -> Result<Bytes, SessionError> {
+        // A side query (settings, validation) may have run since the command arrived.
+        self.server.reset_seq();
         self.server.send(payload).await?;
         self.server.flush().await?;
         let started = std::time::Instant::now();
