@@ -6,7 +6,10 @@ use thaw::rules::RuleSet;
 
 fn init_logging(cfg: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("THAW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -54,7 +57,11 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             let n = thaw::rules::RuleSet::load(&args.rules)?.tables().count();
-            println!("ok: {n} table rule(s) in {}{}", args.rules.display(), if args.dsn.is_some() { ", checked against the live schema" } else { "" });
+            println!(
+                "ok: {n} table rule(s) in {}{}",
+                args.rules.display(),
+                if args.dsn.is_some() { ", checked against the live schema" } else { "" }
+            );
             Ok(())
         }
     }

@@ -10,7 +10,7 @@ use crate::session::{self, Shared};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -24,7 +24,12 @@ pub enum ServerError {
     Signal(std::io::Error),
 }
 
-pub async fn run(config: Config, config_path: Option<std::path::PathBuf>, resolve: ops::reload::Resolve, rules: RuleSet) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    resolve: ops::reload::Resolve,
+    rules: RuleSet,
+) -> Result<(), ServerError> {
     let hup = ops::reload::hangup_signal();
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
@@ -44,7 +49,10 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>, resolv
     });
     // Admin first: once the proxy port accepts, /metrics and /readyz answer too.
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;
-    tokio::spawn(ops::admin::serve(admin, ops::admin::AdminState { metrics: metrics.clone(), generation: gen_rx.clone(), drain: drain_rx.clone() }));
+    tokio::spawn(ops::admin::serve(
+        admin,
+        ops::admin::AdminState { metrics: metrics.clone(), generation: gen_rx.clone(), drain: drain_rx.clone() },
+    ));
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
     tokio::spawn(ops::reload::watch(ops::reload::Reloader::new(resolve, config_path, gen_tx, metrics.clone()), hup));
 

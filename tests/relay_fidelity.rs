@@ -20,7 +20,7 @@
 //! those go through the raw client.
 mod common;
 
-use common::raw::{self, cmd, Expect, Pkt, RawConn};
+use common::raw::{self, Expect, Pkt, RawConn, cmd};
 use common::*;
 use mysql_async::prelude::*;
 use mysql_async::{Column, Conn, Row, Value};
@@ -175,7 +175,13 @@ async fn run_step(conn: &mut Conn, step: &Step) -> Vec<Snap> {
         Step::X(sql, p) => vec![run_exec(conn, sql, p).await],
         Step::Reuse(sql, lists) => {
             let stmt = conn.prep(sql).await.expect("prepare");
-            let mut out = vec![Snap { prepare: Some(PrepSnap { params: stmt.params().iter().map(meta).collect(), columns: stmt.columns().iter().map(meta).collect() }), ..Default::default() }];
+            let mut out = vec![Snap {
+                prepare: Some(PrepSnap {
+                    params: stmt.params().iter().map(meta).collect(),
+                    columns: stmt.columns().iter().map(meta).collect(),
+                }),
+                ..Default::default()
+            }];
             for p in lists {
                 let mut snap = Snap::default();
                 match conn.exec_iter(&stmt, p.clone()).await {
@@ -236,7 +242,13 @@ fn diff(d: &Snap, t: &Snap) -> Option<String> {
         return Some(format!("error:\n  direct: {:?}\n  thaw:   {:?}", d.error, t.error));
     }
     if d.sets.len() != t.sets.len() {
-        return Some(format!("number of result sets: direct {} vs thaw {}\n  direct: {:?}\n  thaw:   {:?}", d.sets.len(), t.sets.len(), summary(d), summary(t)));
+        return Some(format!(
+            "number of result sets: direct {} vs thaw {}\n  direct: {:?}\n  thaw:   {:?}",
+            d.sets.len(),
+            t.sets.len(),
+            summary(d),
+            summary(t)
+        ));
     }
     for (i, (a, b)) in d.sets.iter().zip(&t.sets).enumerate() {
         if a.columns != b.columns {
@@ -253,7 +265,12 @@ fn diff(d: &Snap, t: &Snap) -> Option<String> {
         for (r, (ra, rb)) in a.rows.iter().zip(&b.rows).enumerate() {
             for (c, (va, vb)) in ra.iter().zip(rb).enumerate() {
                 if va != vb {
-                    return Some(format!("result set {i}, row {r}, column {c} ({}):\n  direct: {}\n  thaw:   {}", a.columns.get(c).map_or("?", |m| &m.name), short_value(va), short_value(vb)));
+                    return Some(format!(
+                        "result set {i}, row {r}, column {c} ({}):\n  direct: {}\n  thaw:   {}",
+                        a.columns.get(c).map_or("?", |m| &m.name),
+                        short_value(va),
+                        short_value(vb)
+                    ));
                 }
             }
             if ra.len() != rb.len() {
@@ -266,7 +283,11 @@ fn diff(d: &Snap, t: &Snap) -> Option<String> {
         }
     }
     if d.status != t.status {
-        return Some(format!("status flags of the last OK: direct {:?} vs thaw {:?}", d.status.map(|s| format!("{s:#06x}")), t.status.map(|s| format!("{s:#06x}"))));
+        return Some(format!(
+            "status flags of the last OK: direct {:?} vs thaw {:?}",
+            d.status.map(|s| format!("{s:#06x}")),
+            t.status.map(|s| format!("{s:#06x}"))
+        ));
     }
     Some("snapshots differ".into())
 }
@@ -274,7 +295,16 @@ fn diff(d: &Snap, t: &Snap) -> Option<String> {
 fn summary(s: &Snap) -> String {
     let mut out = String::new();
     for set in &s.sets {
-        let _ = write!(out, "[{} cols, {} rows, affected {}, id {:?}, warn {}, info {:?}] ", set.columns.len(), set.rows.len(), set.affected_rows, set.last_insert_id, set.warnings, set.info);
+        let _ = write!(
+            out,
+            "[{} cols, {} rows, affected {}, id {:?}, warn {}, info {:?}] ",
+            set.columns.len(),
+            set.rows.len(),
+            set.affected_rows,
+            set.last_insert_id,
+            set.warnings,
+            set.info
+        );
     }
     if let Some(e) = &s.error {
         let _ = write!(out, "error {e:?}");
@@ -376,7 +406,12 @@ const TYPES_ROWS: &[&str] = &[
 ];
 
 fn types_setup() -> Vec<&'static str> {
-    let mut v = vec!["DROP TABLE IF EXISTS t_types", "DROP TABLE IF EXISTS t_empty", TYPES_DDL, "CREATE TABLE t_empty (id INT PRIMARY KEY, v VARCHAR(10))"];
+    let mut v = vec![
+        "DROP TABLE IF EXISTS t_types",
+        "DROP TABLE IF EXISTS t_empty",
+        TYPES_DDL,
+        "CREATE TABLE t_empty (id INT PRIMARY KEY, v VARCHAR(10))",
+    ];
     v.extend_from_slice(TYPES_ROWS);
     v
 }
@@ -450,7 +485,19 @@ async fn expressions_literals_and_empty_results() {
     let steps = vec![
         q(lit),
         x(lit, vec![]),
-        x("SELECT ?, ?, ?, ?, ?, ?, ?, ?", vec![Value::Int(-7), Value::UInt(7), Value::Float(1.25), Value::Double(2.5), b("😀".as_bytes()), b(&[0xFF, 0x00]), Value::NULL, Value::Time(false, 0, 1, 2, 3, 0)]),
+        x(
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?",
+            vec![
+                Value::Int(-7),
+                Value::UInt(7),
+                Value::Float(1.25),
+                Value::Double(2.5),
+                b("😀".as_bytes()),
+                b(&[0xFF, 0x00]),
+                Value::NULL,
+                Value::Time(false, 0, 1, 2, 3, 0),
+            ],
+        ),
         q("SELECT * FROM t_empty"),
         x("SELECT * FROM t_empty WHERE id = ?", vec![Value::Int(1)]),
         q("SELECT * FROM t_types WHERE 1 = 0"),
@@ -462,7 +509,9 @@ async fn expressions_literals_and_empty_results() {
         x("SELECT @a, @b, @c, @d, @undefined", vec![]),
         q("SHOW COLUMNS FROM t_types"),
         q("SHOW CREATE TABLE t_types"),
-        q("SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION"),
+        q(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION",
+        ),
         q("EXPLAIN SELECT * FROM t_types WHERE id = 1"),
         q("SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT NULL"),
         q("  /* leading comment */ SELECT /*+ hint */ 1 AS `quoted name`, 2 AS \"dq\" -- trailing\n"),
@@ -484,7 +533,8 @@ async fn expressions_literals_and_empty_results() {
 async fn dml_results_info_and_insert_ids() {
     let db = TestDb::new("dml").await;
     let thaw = Thaw::start();
-    let setup = ["DROP TABLE IF EXISTS t", "CREATE TABLE t (id BIGINT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n INT) AUTO_INCREMENT = 1000"];
+    let setup =
+        ["DROP TABLE IF EXISTS t", "CREATE TABLE t (id BIGINT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n INT) AUTO_INCREMENT = 1000"];
     let steps = vec![
         q("INSERT INTO t (v, n) VALUES ('a', 1)"),
         q("INSERT INTO t (v, n) VALUES ('b', 2), ('c', 3), ('d', 4)"),
@@ -610,7 +660,11 @@ async fn call_with_two_selects_and_out_param() {
     let snaps = differential(&thaw, &db, PROC_SETUP, &steps).await;
     // The procedure really returned two row sets plus the final OK.
     assert!(snaps[0][0].sets.len() >= 2 && snaps[0][0].sets[1].rows.len() == 1, "CALL p_two returned {:?}", summary(&snaps[0][0]));
-    assert!(snaps[3][0].sets.iter().any(|s| s.rows == vec![vec![Value::Int(20)]]), "the OUT parameter set of CALL p_two(2, ?): {:?}", snaps[3][0].sets);
+    assert!(
+        snaps[3][0].sets.iter().any(|s| s.rows == vec![vec![Value::Int(20)]]),
+        "the OUT parameter set of CALL p_two(2, ?): {:?}",
+        snaps[3][0].sets
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,7 +672,9 @@ async fn multi_statement_text() {
     let db = TestDb::new("multi").await;
     let thaw = Thaw::start();
     let steps = vec![
-        q("SELECT 1 AS a; SELECT 'two' AS b, 2 AS c; INSERT INTO t VALUES (100, 'x'); UPDATE t SET v = 'u' WHERE id >= 100; SELECT v FROM t WHERE id = 100; DELETE FROM t WHERE id = 100"),
+        q(
+            "SELECT 1 AS a; SELECT 'two' AS b, 2 AS c; INSERT INTO t VALUES (100, 'x'); UPDATE t SET v = 'u' WHERE id >= 100; SELECT v FROM t WHERE id = 100; DELETE FROM t WHERE id = 100",
+        ),
         q("SELECT 1; SELEC 2; SELECT 3"),
         q("INSERT INTO t VALUES (101, 'a'); INSERT INTO t VALUES (101, 'again')"),
         q("SELECT * FROM t ORDER BY id; SELECT * FROM t WHERE 1 = 0; DO 1"),
@@ -708,12 +764,22 @@ async fn ping_and_reset_connection() {
 async fn prepared_statement_reuse_and_close() {
     let db = TestDb::new("stmts").await;
     let thaw = Thaw::start();
-    let setup = ["DROP TABLE IF EXISTS t", "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')"];
+    let setup = [
+        "DROP TABLE IF EXISTS t",
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    ];
     let counters = "SHOW SESSION STATUS WHERE Variable_name IN ('Com_stmt_prepare', 'Com_stmt_execute', 'Com_stmt_close', 'Com_stmt_reset', 'Prepared_stmt_count')";
     let steps = vec![
         Step::Reuse("SELECT v FROM t WHERE id = ?".into(), (0..20).map(|i| vec![Value::Int(i % 5)]).collect()),
-        Step::Reuse("INSERT INTO t VALUES (?, ?)".into(), (10..15).map(|i| vec![Value::Int(i), b(format!("v{i}").as_bytes())]).chain([vec![Value::Int(10), b(b"dup")]]).collect()),
-        Step::Reuse("UPDATE t SET v = CONCAT(v, ?) WHERE id > ?".into(), vec![vec![b(b"!"), Value::Int(11)], vec![b(b"?"), Value::Int(13)]]),
+        Step::Reuse(
+            "INSERT INTO t VALUES (?, ?)".into(),
+            (10..15).map(|i| vec![Value::Int(i), b(format!("v{i}").as_bytes())]).chain([vec![Value::Int(10), b(b"dup")]]).collect(),
+        ),
+        Step::Reuse(
+            "UPDATE t SET v = CONCAT(v, ?) WHERE id > ?".into(),
+            vec![vec![b(b"!"), Value::Int(11)], vec![b(b"?"), Value::Int(13)]],
+        ),
         q(counters),
         q("SELECT * FROM t ORDER BY id"),
         // Several statements open at once, executed interleaved.
@@ -750,10 +816,16 @@ async fn change_user_to_a_second_user() {
         c.query_drop("BEGIN").await.unwrap();
         c.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
         seen.push(who(c.query_first("SELECT CURRENT_USER(), SUBSTRING_INDEX(USER(), '@', 1), DATABASE()").await.unwrap()));
-        c.change_user(mysql_async::ChangeUserOpts::default().with_user(Some(user.name.clone())).with_pass(Some(user.password.clone())).with_db_name(Some(db.into())))
-            .await
-            .expect("COM_CHANGE_USER to the test user");
-        let cu: Option<(String, String, Option<String>)> = c.query_first("SELECT CURRENT_USER(), SUBSTRING_INDEX(USER(), '@', 1), DATABASE()").await.unwrap();
+        c.change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some(user.name.clone()))
+                .with_pass(Some(user.password.clone()))
+                .with_db_name(Some(db.into())),
+        )
+        .await
+        .expect("COM_CHANGE_USER to the test user");
+        let cu: Option<(String, String, Option<String>)> =
+            c.query_first("SELECT CURRENT_USER(), SUBSTRING_INDEX(USER(), '@', 1), DATABASE()").await.unwrap();
         let cu_s = cu.as_ref().map(|v| v.0.clone()).unwrap_or_default();
         assert!(cu_s.starts_with(&format!("{}@", user.name)), "CURRENT_USER() after change_user: {cu:?}");
         seen.push(who(cu.map(|(c, u, d)| (c.split('@').next().unwrap().to_string(), u, d))));
@@ -764,12 +836,17 @@ async fn change_user_to_a_second_user() {
         let n: Option<i64> = c.exec_first("SELECT COUNT(*) FROM t WHERE id >= ?", (1,)).await.unwrap();
         seen.push(format!("{n:?}"));
         // The new user has no rights outside its database.
-        seen.push(format!("{:?}", c.query_drop("SELECT * FROM mysql.user").await.map_err(|e| match e {
-            mysql_async::Error::Server(s) => (s.code, s.state),
-            other => panic!("{other}"),
-        })));
+        seen.push(format!(
+            "{:?}",
+            c.query_drop("SELECT * FROM mysql.user").await.map_err(|e| match e {
+                mysql_async::Error::Server(s) => (s.code, s.state),
+                other => panic!("{other}"),
+            })
+        ));
         // And back to root (empty password).
-        c.change_user(mysql_async::ChangeUserOpts::default().with_user(Some("root".into())).with_pass(Some(String::new()))).await.expect("change back to root");
+        c.change_user(mysql_async::ChangeUserOpts::default().with_user(Some("root".into())).with_pass(Some(String::new())))
+            .await
+            .expect("change back to root");
         seen.push(format!("{:?}", c.query_first::<String, _>("SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)").await.unwrap()));
         c.disconnect().await.unwrap();
         seen
@@ -846,7 +923,9 @@ async fn large_packets_and_frame_splitting() {
         let pad = total - 1 - head.len() - 2; // command byte, head, closing "')"
         let sql = format!("{head}{}')", "q".repeat(pad));
         assert_eq!(1 + sql.len(), total);
-        within(60, "large COM_QUERY through thaw", t.query_drop(&sql)).await.unwrap_or_else(|e| panic!("COM_QUERY of {total} bytes through thaw: {e}"));
+        within(60, "large COM_QUERY through thaw", t.query_drop(&sql))
+            .await
+            .unwrap_or_else(|e| panic!("COM_QUERY of {total} bytes through thaw: {e}"));
         assert_eq!(t.affected_rows(), 1);
         let len: Option<u64> = d.query_first(format!("SELECT LENGTH(b) FROM t WHERE id = {id}")).await.unwrap();
         assert_eq!(len, Some(pad as u64), "row {id} stored through thaw has the wrong length");
@@ -863,10 +942,13 @@ async fn large_packets_and_frame_splitting() {
     for (id, len) in &cases {
         let sql = format!("SELECT b FROM t WHERE id = {id}");
         let expect = blob(*len, *id as u8);
-        let text: Option<Vec<u8>> = within(60, "large text row", t.query_first(&sql)).await.unwrap_or_else(|e| panic!("text row of {len} bytes through thaw: {e}"));
+        let text: Option<Vec<u8>> =
+            within(60, "large text row", t.query_first(&sql)).await.unwrap_or_else(|e| panic!("text row of {len} bytes through thaw: {e}"));
         let text = text.expect("row");
         assert!(text == expect, "text row {id}: {} bytes back, {len} expected (content differs: {})", text.len(), text.len() == *len);
-        let bin: Option<Vec<u8>> = within(60, "large binary row", t.exec_first("SELECT b FROM t WHERE id = ?", (id,))).await.unwrap_or_else(|e| panic!("binary row of {len} bytes through thaw: {e}"));
+        let bin: Option<Vec<u8>> = within(60, "large binary row", t.exec_first("SELECT b FROM t WHERE id = ?", (id,)))
+            .await
+            .unwrap_or_else(|e| panic!("binary row of {len} bytes through thaw: {e}"));
         let bin = bin.expect("row");
         assert!(bin == expect, "binary row {id}: {} bytes back, {len} expected", bin.len());
     }
@@ -875,7 +957,9 @@ async fn large_packets_and_frame_splitting() {
     // (mysql_async sends it with COM_STMT_SEND_LONG_DATA packets of exactly
     // 16 MiB, i.e. split frames), read back with both protocols.
     let big = blob(20 << 20, 0x5A);
-    within(60, "20 MiB insert", t.exec_drop("INSERT INTO t VALUES (?, ?)", (20, big.clone()))).await.expect("20 MiB parameter through thaw");
+    within(60, "20 MiB insert", t.exec_drop("INSERT INTO t VALUES (?, ?)", (20, big.clone())))
+        .await
+        .expect("20 MiB parameter through thaw");
     assert_eq!(t.affected_rows(), 1);
     let stored: Option<(u64, String)> = d.query_first("SELECT LENGTH(b), MD5(b) FROM t WHERE id = 20").await.unwrap();
     let direct_md5: Option<String> = d.exec_first("SELECT MD5(?)", (big.clone(),)).await.unwrap();
@@ -1071,7 +1155,9 @@ fn raw_run(addr: std::net::SocketAddr, caps: u32, db: &str, script: &[RawCmd]) -
     for s in script {
         let payload = match &s.payload {
             Payload::Fixed(p) => p.clone(),
-            Payload::Stmt(slot, build) => build(*ids.get(*slot).unwrap_or_else(|| panic!("{}: statement {slot} was not prepared", s.label))),
+            Payload::Stmt(slot, build) => {
+                build(*ids.get(*slot).unwrap_or_else(|| panic!("{}: statement {slot} was not prepared", s.label)))
+            }
         };
         let mut r = c.command(&payload, s.expect).unwrap_or_else(|e| panic!("raw {addr}: {}: {e}", s.label));
         if let Payload::Stmt(slot, _) = &s.payload {
@@ -1108,7 +1194,8 @@ async fn raw_differential(caps: u32, name: &str) {
     direct_exec(Some(&dbn), &setup).await;
     let s2 = script.clone();
     let d2 = dbn.clone();
-    let (dconn, d) = tokio::task::spawn_blocking(move || raw_run(format!("{DB_HOST}:{DB_PORT}").parse().unwrap(), caps, &d2, &s2)).await.unwrap();
+    let (dconn, d) =
+        tokio::task::spawn_blocking(move || raw_run(format!("{DB_HOST}:{DB_PORT}").parse().unwrap(), caps, &d2, &s2)).await.unwrap();
     direct_exec(Some(&dbn), &setup).await;
     let addr = thaw.addr;
     let s2 = script.clone();
@@ -1135,16 +1222,24 @@ async fn raw_differential(caps: u32, name: &str) {
     assert!(problems.is_empty(), "raw responses differ (caps {caps:#x}):\n{}", problems.join("\n"));
     // Sanity: the script really produced what it is meant to exercise.
     let wrap = &d[13];
-    assert!(wrap.len() > 700 && wrap.iter().any(|p| p.seq == 0) && wrap.last().unwrap().seq != 0, "sequence ids did not wrap in the 700-row result");
+    assert!(
+        wrap.len() > 700 && wrap.iter().any(|p| p.seq == 0) && wrap.last().unwrap().seq != 0,
+        "sequence ids did not wrap in the 700-row result"
+    );
     let ok = |i: usize| !d[i].iter().any(|p| p.is_err());
-    assert!(ok(15) && ok(16) && ok(17) && ok(19) && ok(23) && ok(25) && ok(27), "the prepared-statement part of the script failed on the server itself: {:?}", &d[15..28]);
+    assert!(
+        ok(15) && ok(16) && ok(17) && ok(19) && ok(23) && ok(25) && ok(27),
+        "the prepared-statement part of the script failed on the server itself: {:?}",
+        &d[15..28]
+    );
     let value_of = |r: &[Pkt]| r.iter().rev().nth(1).map(|p| p.payload.clone()).unwrap_or_default();
     assert!(value_of(&d[23]).ends_with(b"abc\xFF\x00d"), "long data accumulates: {:?}", d[23]);
     assert!(value_of(&d[27]).ends_with(b"xyz"), "COM_STMT_RESET dropped the earlier long data: {:?}", d[27]);
     assert!(d[30].last().unwrap().err().is_some_and(|e| e.0 == 1243), "executing a closed statement gives 1243: {:?}", d[30]);
     assert!(d[48].last().unwrap().err().is_some_and(|e| e.0 == 1243), "statements are gone after COM_RESET_CONNECTION: {:?}", d[48]);
     // The cursor part: EXECUTE ends after the metadata with CURSOR_EXISTS, rows come with FETCH.
-    let cursor_flag = |p: &Pkt| if dconn.deprecate_eof() { p.ok_status() } else { p.eof_status() }.unwrap_or(0) & raw::status::CURSOR_EXISTS != 0;
+    let cursor_flag =
+        |p: &Pkt| if dconn.deprecate_eof() { p.ok_status() } else { p.eof_status() }.unwrap_or(0) & raw::status::CURSOR_EXISTS != 0;
     assert!(d[51].len() == 4 && cursor_flag(&d[51][3]), "EXECUTE with a cursor: {:?}", d[51]);
     assert_eq!(d[52].len(), 3, "FETCH 2: two rows and a terminator: {:?}", d[52]);
     assert_eq!(d[53].len(), 2, "FETCH 2 at the end: one row and a terminator: {:?}", d[53]);
@@ -1185,14 +1280,20 @@ async fn greeting_capabilities_and_thread_id() {
     let masked = c::COMPRESS | c::SSL | c::ZSTD | c::QUERY_ATTRIBUTES | c::OPTIONAL_RESULTSET_METADATA;
     assert_eq!(t.greeting.caps & masked, 0, "masked capabilities offered through thaw: {:#x}", t.greeting.caps & masked);
     assert_eq!(t.greeting.caps & !masked, d.greeting.caps & !masked, "other capabilities must pass through unchanged");
-    for keep in [c::MULTI_STATEMENTS, c::MULTI_RESULTS, c::PS_MULTI_RESULTS, c::DEPRECATE_EOF, c::PLUGIN_AUTH, c::SECURE_CONNECTION, c::PROTOCOL_41] {
+    for keep in
+        [c::MULTI_STATEMENTS, c::MULTI_RESULTS, c::PS_MULTI_RESULTS, c::DEPRECATE_EOF, c::PLUGIN_AUTH, c::SECURE_CONNECTION, c::PROTOCOL_41]
+    {
         assert_ne!(t.greeting.caps & keep, 0, "capability {keep:#x} must be offered through thaw");
     }
     assert_eq!(t.greeting.version, d.greeting.version);
     assert_eq!(t.greeting.plugin, d.greeting.plugin);
     // The greeting's thread id is the backend's connection id.
     let (mut t, _) = (t, d);
-    let rows = tokio::task::spawn_blocking(move || t.query_rows("SELECT CONNECTION_ID()").remove(0).remove(0).map(|s| (s, t.greeting.thread_id))).await.unwrap().unwrap();
+    let rows =
+        tokio::task::spawn_blocking(move || t.query_rows("SELECT CONNECTION_ID()").remove(0).remove(0).map(|s| (s, t.greeting.thread_id)))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(rows.0, rows.1.to_string(), "CONNECTION_ID() vs greeting thread id");
 
     // mysql_async sees the same id.
@@ -1209,7 +1310,10 @@ async fn greeting_capabilities_and_thread_id() {
 async fn first_statement_sees_an_untouched_session() {
     let thaw = Thaw::start();
     let addr = thaw.addr;
-    let probe = "SELECT FOUND_ROWS(), ROW_COUNT(), LAST_INSERT_ID(), @@warning_count, @@error_count";
+    // FOUND_ROWS() is left out: on a fresh session MariaDB reports what the
+    // previous user of its cached thread left there (seen: 4 direct, 1 after
+    // any SELECT), so even two direct connections disagree.
+    let probe = "SELECT ROW_COUNT(), LAST_INSERT_ID(), @@warning_count, @@error_count";
     let (d, t) = tokio::task::spawn_blocking(move || {
         let mut d = RawConn::connect(format!("{DB_HOST}:{DB_PORT}").parse().unwrap(), raw::caps::BASIC, None).unwrap();
         let mut t = RawConn::connect(addr, raw::caps::BASIC, None).unwrap();
@@ -1316,7 +1420,11 @@ async fn server_closing_an_idle_connection_ends_the_client_session() {
     // thaw closed its side: the session count returns to 0.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while thaw.metric("thaw_client_connections_open") != Some(0.0) {
-        assert!(std::time::Instant::now() < deadline, "thaw_client_connections_open stays {:?}", thaw.metric("thaw_client_connections_open"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thaw_client_connections_open stays {:?}",
+            thaw.metric("thaw_client_connections_open")
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -1332,7 +1440,8 @@ async fn failed_change_user_keeps_the_connection() {
     async fn after(mut c: Conn, user: &TestUser) -> Vec<String> {
         let mut seen = vec![];
         c.query_drop("SET @kept = 'yes'").await.unwrap();
-        let r = c.change_user(mysql_async::ChangeUserOpts::default().with_user(Some(user.name.clone())).with_pass(Some("wrong".into()))).await;
+        let r =
+            c.change_user(mysql_async::ChangeUserOpts::default().with_user(Some(user.name.clone())).with_pass(Some("wrong".into()))).await;
         seen.push(match r {
             Ok(()) => "change_user succeeded".into(),
             Err(mysql_async::Error::Server(s)) => format!("change_user: server error {} {}", s.code, s.state),
@@ -1359,10 +1468,17 @@ async fn failed_change_user_keeps_the_connection() {
 async fn client_asking_for_compression_works_uncompressed() {
     let db = TestDb::new("compress").await;
     let thaw = Thaw::start();
-    let mut c = within(10, "connect with compression", mysql_async::Conn::new(thaw.opts(Some(db.name())).compression(mysql_async::Compression::default())))
+    let mut c = within(
+        10,
+        "connect with compression",
+        mysql_async::Conn::new(thaw.opts(Some(db.name())).compression(mysql_async::Compression::default())),
+    )
+    .await
+    .expect("connect through thaw asking for compression");
+    let rows: Vec<(i64, String)> = c
+        .query("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) SELECT n, REPEAT('c', 1000) FROM s")
         .await
-        .expect("connect through thaw asking for compression");
-    let rows: Vec<(i64, String)> = c.query("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) SELECT n, REPEAT('c', 1000) FROM s").await.unwrap();
+        .unwrap();
     assert_eq!(rows.len(), 500);
     let v: Option<String> = c.exec_first("SELECT ?", ("x".repeat(100_000),)).await.unwrap();
     assert_eq!(v.map(|s| s.len()), Some(100_000));

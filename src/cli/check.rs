@@ -42,10 +42,7 @@ pub enum CheckError {
 /// never greets would hang `thaw check` forever.
 const STEP_TIMEOUT_SECS: u64 = 5;
 
-async fn bounded<T>(
-    what: &'static str,
-    f: impl std::future::Future<Output = Result<T, CheckError>>,
-) -> Result<T, CheckError> {
+async fn bounded<T>(what: &'static str, f: impl std::future::Future<Output = Result<T, CheckError>>) -> Result<T, CheckError> {
     tokio::time::timeout(std::time::Duration::from_secs(STEP_TIMEOUT_SECS), f)
         .await
         .map_err(|_| CheckError::Timeout(STEP_TIMEOUT_SECS, what))?
@@ -67,50 +64,19 @@ pub async fn run(args: &CheckArgs) -> Result<(Vec<String>, Vec<String>), CheckEr
     let mut problems = Vec::new();
     if let Some(dsn) = &args.dsn {
         let opts = mysql_async::Opts::from_url(dsn).map_err(|e| CheckError::Dsn(e.to_string()))?;
-        let schema = opts
-            .db_name()
-            .map(str::to_string)
-            .ok_or_else(|| CheckError::Dsn("name the database in the URL path".into()))?;
-        let mut conn = bounded("connecting", async {
-            Ok(mysql_async::Conn::new(opts).await?)
-        })
-        .await?;
+        let schema = opts.db_name().map(str::to_string).ok_or_else(|| CheckError::Dsn("name the database in the URL path".into()))?;
+        let mut conn = bounded("connecting", async { Ok(mysql_async::Conn::new(opts).await?) }).await?;
         let mut present = Vec::new();
         for t in rules.tables() {
-            if let Some(p) = bounded(
-                "checking a table",
-                check_table(&mut conn, &rules, t, &schema, &mut warnings, &mut problems),
-            )
-            .await?
-            {
+            if let Some(p) = bounded("checking a table", check_table(&mut conn, &rules, t, &schema, &mut warnings, &mut problems)).await? {
                 present.push(p);
             }
         }
         let governed: Vec<&TableRule> = present.iter().map(|p| p.rule).collect();
-        let triggers = bounded(
-            "reading information_schema.TRIGGERS",
-            objects::triggers(&mut conn, &schema),
-        )
-        .await?;
-        let views = bounded(
-            "reading information_schema.VIEWS",
-            objects::views(&mut conn, &schema),
-        )
-        .await?;
-        let routines = bounded(
-            "reading information_schema.ROUTINES",
-            objects::routines(&mut conn, &schema),
-        )
-        .await?;
-        objects::check(
-            &governed,
-            &schema,
-            &triggers,
-            &views,
-            &routines,
-            &mut warnings,
-            &mut problems,
-        );
+        let triggers = bounded("reading information_schema.TRIGGERS", objects::triggers(&mut conn, &schema)).await?;
+        let views = bounded("reading information_schema.VIEWS", objects::views(&mut conn, &schema)).await?;
+        let routines = bounded("reading information_schema.ROUTINES", objects::routines(&mut conn, &schema)).await?;
+        objects::check(&governed, &schema, &triggers, &views, &routines, &mut warnings, &mut problems);
         let settings = bounded("reading server settings", server::load(&mut conn)).await?;
         server::check(&settings, &present, &rules, &mut warnings);
         let _ = bounded("disconnecting", async { Ok(conn.disconnect().await?) }).await;
@@ -159,21 +125,14 @@ async fn check_table<'a>(
     let before = problems.len();
     for c in t.columns_referenced() {
         if !columns.iter().any(|(name, _, _)| *name == c.to_lowercase()) {
-            problems.push(format!(
-                "{at}: table {}: column {c} does not exist",
-                t.table
-            ));
+            problems.push(format!("{at}: table {}: column {c} does not exist", t.table));
         }
     }
     let columns_missing = problems.len() > before;
     let unclassified: Vec<&str> = columns
         .iter()
         .filter(|(c, _, generated)| {
-            !generated
-                && *c != t.key
-                && !t.balance_columns.contains(c)
-                && !t.cas_columns.contains(c)
-                && !t.last_writer_wins.contains(c)
+            !generated && *c != t.key && !t.balance_columns.contains(c) && !t.cas_columns.contains(c) && !t.last_writer_wins.contains(c)
         })
         .map(|(c, _, _)| c.as_str())
         .collect();
@@ -207,17 +166,9 @@ async fn check_table<'a>(
         && let Some(sample) = rules.sample_guarded_update(&t.table)
         && let Err(e) = conn.query_drop(format!("EXPLAIN {sample}")).await
     {
-        problems.push(format!(
-            "{at}: table {}: the guarded UPDATE does not compile: {e}\n  statement: {sample}",
-            t.table
-        ));
+        problems.push(format!("{at}: table {}: the guarded UPDATE does not compile: {e}\n  statement: {sample}", t.table));
     }
-    let subtracted: Vec<&String> = t
-        .invariants
-        .iter()
-        .flat_map(|i| i.columns.iter())
-        .chain(&t.balance_columns)
-        .collect();
+    let subtracted: Vec<&String> = t.invariants.iter().flat_map(|i| i.columns.iter()).chain(&t.balance_columns).collect();
     let mut unsigned: Vec<String> = Vec::new();
     for (c, ty, _) in &columns {
         if ty.contains("unsigned") && subtracted.contains(&c) && !unsigned.contains(c) {

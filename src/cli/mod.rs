@@ -69,7 +69,10 @@ impl RunArgs {
             Some("json") => c.log.format = LogFormat::Json,
             Some("text") => c.log.format = LogFormat::Text,
             Some(other) => {
-                return Err(crate::config::ConfigError::Invalid { file: "--log-format".into(), message: format!("unknown format {other:?}, expected text or json") })
+                return Err(crate::config::ConfigError::Invalid {
+                    file: "--log-format".into(),
+                    message: format!("unknown format {other:?}, expected text or json"),
+                });
             }
             None => {}
         }

@@ -1,14 +1,14 @@
 //! Admin HTTP: `/metrics` (Prometheus), `/livez`, `/readyz`. A few fixed GET
 //! routes do not justify an HTTP framework: a minimal HTTP/1.1 responder.
-use super::reload::Generation;
 use super::Metrics;
+use super::reload::Generation;
 use crate::config::Config;
+use crate::wire::{PacketIo, packets};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use crate::wire::{packets, PacketIo};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -76,7 +76,11 @@ async fn readiness(state: &AdminState) -> Result<(), String> {
         match &config.probe {
             Some(p) => {
                 let (host, port) = split_host_port(&config.backend);
-                let opts = mysql_async::OptsBuilder::default().ip_or_hostname(host).tcp_port(port).user(Some(p.user.clone())).pass(Some(p.password.clone()));
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(host)
+                    .tcp_port(port)
+                    .user(Some(p.user.clone()))
+                    .pass(Some(p.password.clone()));
                 let mut conn = mysql_async::Conn::new(opts).await.map_err(|e| e.to_string())?;
                 use mysql_async::prelude::Queryable;
                 conn.ping().await.map_err(|e| e.to_string())?;

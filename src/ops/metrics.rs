@@ -3,7 +3,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub type Labels = Vec<(&'static str, String)>;
@@ -68,15 +68,27 @@ impl Metrics {
         registry.register("statements_rewritten", "Statements rewritten, by rule and action", m.rewrites.clone());
         registry.register("statements_unhandled", "Statements on governed tables forwarded untouched, by table", m.unhandled.clone());
         registry.register("guard_violations", "Guarded writes that would have broken an invariant, by rule", m.violations.clone());
-        registry.register("validations", "Unproven statements inside the protection window: re-lock and compare, by outcome (equal, changed)", m.validations.clone());
-        registry.register("aborted_transaction_statements", "Statements refused because thaw had rolled their transaction back", m.aborted_statements.clone());
+        registry.register(
+            "validations",
+            "Unproven statements inside the protection window: re-lock and compare, by outcome (equal, changed)",
+            m.validations.clone(),
+        );
+        registry.register(
+            "aborted_transaction_statements",
+            "Statements refused because thaw had rolled their transaction back",
+            m.aborted_statements.clone(),
+        );
         for outcome in ["equal", "changed"] {
             let _ = m.validations.get_or_create(&labels([("outcome", outcome.into())]));
         }
         registry.register("backend_errors", "ERR packets from the backend, by code", m.backend_errors.clone());
         registry.register("retries", "Statement retries, by error code and outcome", m.retries.clone());
         registry.register("replays", "Transaction replays, by error code and outcome", m.replays.clone());
-        registry.register("statement_duration_seconds", "Time from a command's arrival to the end of its response", m.statement_seconds.clone());
+        registry.register(
+            "statement_duration_seconds",
+            "Time from a command's arrival to the end of its response",
+            m.statement_seconds.clone(),
+        );
         registry.register("rules_reloads", "Rules and config reloads, by outcome", m.reloads.clone());
         registry.register("rules_generation", "Generation of the rules in force (1 = loaded at start)", m.rules_generation.clone());
         registry.register("draining", "1 while shutting down", m.draining.clone());
@@ -91,7 +103,8 @@ impl Metrics {
                 let _ = m.replays.get_or_create(&labels([("code", code.into()), ("outcome", outcome.into())]));
             }
         }
-        let commands_by_byte = (0..=255u8).map(|b| m.commands.get_or_create(&labels([("command", command_name(b).to_string())])).clone()).collect();
+        let commands_by_byte =
+            (0..=255u8).map(|b| m.commands.get_or_create(&labels([("command", command_name(b).to_string())])).clone()).collect();
         Metrics { registry, commands_by_byte, ..m }
     }
 

@@ -72,7 +72,8 @@ impl Recorder {
 /// different session state.
 pub fn replayable_statement(sql: &[u8]) -> bool {
     let word = first_keyword(sql);
-    let ok = matches!(word.as_str(), "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "BEGIN" | "START" | "WITH" | "VALUES" | "TABLE");
+    let ok =
+        matches!(word.as_str(), "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "BEGIN" | "START" | "WITH" | "VALUES" | "TABLE");
     ok && !sql.windows(2).any(|w| w == b":=") && !contains_ci(sql, b"temporary")
 }
 

@@ -211,11 +211,8 @@ impl Captures {
         if seen != Seen::Unlocked && !self.rows.contains_key(&id) {
             return;
         }
-        let row = self.rows.entry(id).or_insert_with(|| CapturedRow {
-            key_column: key_column.to_string(),
-            key_meta,
-            ..CapturedRow::default()
-        });
+        let row =
+            self.rows.entry(id).or_insert_with(|| CapturedRow { key_column: key_column.to_string(), key_meta, ..CapturedRow::default() });
         row.reads += 1;
         for (name, meta, v) in cols {
             let n = name.to_ascii_lowercase();
@@ -355,7 +352,11 @@ mod tests {
     fn record_and_replace() {
         let mut c = Captures::default();
         let id = c.id("", "users", "8");
-        c.record_row(&spec(), &["id", "username", "balance", "frozen_balance"], &[Some(b"8"), Some(b"bob"), Some(b"2000.00"), Some(b"616.00")]);
+        c.record_row(
+            &spec(),
+            &["id", "username", "balance", "frozen_balance"],
+            &[Some(b"8"), Some(b"bob"), Some(b"2000.00"), Some(b"616.00")],
+        );
         assert_eq!(c.value(&id, "frozen_balance"), Some(Some("616.00")));
         assert_eq!(c.value(&id, "username"), Some(Some("bob")), "every column the app saw");
         assert!(c.holds_table("USERS"));
@@ -363,7 +364,13 @@ mod tests {
         c.record_row(&spec(), &["ID", "FROZEN_BALANCE"], &[Some(b"8"), None]);
         assert_eq!(c.value(&id, "frozen_balance"), Some(None));
         assert_eq!(c.value(&id, "balance"), Some(Some("2000.00")));
-        c.apply(&[CaptureUpdate::Set { schema: "".into(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1232".into()) }]);
+        c.apply(&[CaptureUpdate::Set {
+            schema: "".into(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("1232".into()),
+        }]);
         assert_eq!(c.value(&id, "frozen_balance"), Some(Some("1232")));
         c.apply(&[CaptureUpdate::Forget { schema: "".into(), table: "users".into(), key: "8".into(), column: "balance".into() }]);
         assert_eq!(c.value(&id, "balance"), None);

@@ -1,8 +1,8 @@
 //! Rule files: YAML, loaded and validated with file:line:column in every
 //! error.
-use super::guard::{quote_ident, Invariant};
-use super::pattern::StatementPattern;
 use super::RulesError;
+use super::guard::{Invariant, quote_ident};
+use super::pattern::StatementPattern;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 use std::path::{Path, PathBuf};
@@ -45,7 +45,13 @@ impl TableRule {
     /// columns), lowercase, without duplicates.
     pub fn columns_referenced(&self) -> Vec<String> {
         let mut out = vec![self.key.to_lowercase()];
-        let all = self.invariants.iter().flat_map(|i| i.columns.iter()).chain(&self.balance_columns).chain(&self.cas_columns).chain(&self.last_writer_wins);
+        let all = self
+            .invariants
+            .iter()
+            .flat_map(|i| i.columns.iter())
+            .chain(&self.balance_columns)
+            .chain(&self.cas_columns)
+            .chain(&self.last_writer_wins);
         for c in all {
             if !out.contains(c) {
                 out.push(c.clone());
@@ -109,12 +115,7 @@ pub enum ViolationPolicy {
 
 impl Default for ViolationPolicy {
     fn default() -> Self {
-        ViolationPolicy::Error {
-            code: DEFAULT_CODE,
-            sqlstate: DEFAULT_SQLSTATE.into(),
-            message: DEFAULT_MESSAGE.into(),
-            rollback: true,
-        }
+        ViolationPolicy::Error { code: DEFAULT_CODE, sqlstate: DEFAULT_SQLSTATE.into(), message: DEFAULT_MESSAGE.into(), rollback: true }
     }
 }
 
@@ -262,12 +263,8 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
         }
         RulesError::Invalid { file: file.to_string(), line, column, message }
     })?;
-    let err = |loc: &Location, message: String| RulesError::Invalid {
-        file: file.to_string(),
-        line: loc.line(),
-        column: loc.column(),
-        message,
-    };
+    let err =
+        |loc: &Location, message: String| RulesError::Invalid { file: file.to_string(), line: loc.line(), column: loc.column(), message };
     let mut out = Vec::new();
     for st in raw.tables {
         let t = st.value;
@@ -322,7 +319,9 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
         {
             return Err(err(&c.referenced, format!("`{}` is listed in last_writer_wins and as a balance or cas column", c.value.trim())));
         }
-        if let Some((inv, c)) = t.invariants.iter().zip(&invariants).find_map(|(s, i)| i.columns.iter().find(|c| last_writer_wins.contains(c)).map(|c| (s, c))) {
+        if let Some((inv, c)) =
+            t.invariants.iter().zip(&invariants).find_map(|(s, i)| i.columns.iter().find(|c| last_writer_wins.contains(c)).map(|c| (s, c)))
+        {
             return Err(err(&inv.referenced, format!("invariant column `{c}` cannot be last_writer_wins")));
         }
         let names = |list: &[Spanned<String>], what: &str| -> Result<Vec<String>, RulesError> {
@@ -369,11 +368,7 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
     Ok(out)
 }
 
-fn violation(
-    v: &RawViolation,
-    at: &Location,
-    err: &dyn Fn(&Location, String) -> RulesError,
-) -> Result<ViolationPolicy, RulesError> {
+fn violation(v: &RawViolation, at: &Location, err: &dyn Fn(&Location, String) -> RulesError) -> Result<ViolationPolicy, RulesError> {
     if v.pass_through == Some(true) {
         if v.error.is_some() || v.rollback.is_some() {
             return Err(err(at, "`pass_through: true` cannot have `error` or `rollback`".into()));
@@ -449,8 +444,14 @@ mod tests {
         let cases = [
             ("tables:\n  - table: [users]\n    key: id\n", "rules/billing.yaml:2:12: "),
             ("tables:\n  - table: users\n    key: id\n    balance_columns: [id]\n", "rules/billing.yaml:4:23: "),
-            ("tables:\n  - table: users\n    key: id\n    violation:\n      error:\n        sqlstate: '4500'\n", "rules/billing.yaml:6:19: "),
-            ("tables:\n  - table: users\n    key: id\n    violation:\n      error:\n        message: 'no {user}'\n", "rules/billing.yaml:6:18: "),
+            (
+                "tables:\n  - table: users\n    key: id\n    violation:\n      error:\n        sqlstate: '4500'\n",
+                "rules/billing.yaml:6:19: ",
+            ),
+            (
+                "tables:\n  - table: users\n    key: id\n    violation:\n      error:\n        message: 'no {user}'\n",
+                "rules/billing.yaml:6:18: ",
+            ),
             ("tables:\n  - table: users\n    key: id\n    unhandled: drop\n", "rules/billing.yaml:4:"),
             ("tables:\n  - table: users\n    key: id\n    statements: ['DELETE FROM users']\n", "rules/billing.yaml:4:18: "),
             ("tables:\n  - table: users\n    key: id\n    invariants: ['id > 0']\n", "rules/billing.yaml:4:18: "),

@@ -139,11 +139,7 @@ impl std::fmt::Display for Decimal {
         if scale == 0 {
             return f.write_str(&digits);
         }
-        let padded = if digits.len() <= scale {
-            format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
-        } else {
-            digits
-        };
+        let padded = if digits.len() <= scale { format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits) } else { digits };
         let (i, frac) = padded.split_at(padded.len() - scale);
         write!(f, "{i}.{frac}")
     }

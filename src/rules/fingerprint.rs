@@ -1,7 +1,7 @@
 //! Fingerprints: the statement with literals replaced by `?` and
 //! whitespace and comments collapsed to one space, built from tokens so a
 //! literal can never leak into a log.
-use super::lex::{is_literal_token, tokens, Modes};
+use super::lex::{Modes, is_literal_token, tokens};
 use sqlparser::tokenizer::Token;
 
 /// Fingerprint of `sql` tokenized with MySQL's default sql_mode.

@@ -94,10 +94,7 @@ impl Tok {
     }
 
     pub fn is_blank(&self) -> bool {
-        matches!(
-            self.token,
-            Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)
-        )
+        matches!(self.token, Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab))
     }
 
     /// An unquoted keyword.
@@ -163,9 +160,7 @@ pub fn lex(sql: &str, modes: Modes) -> Result<Vec<Tok>, LexError> {
         return Err(LexError::ExecutableComment);
     }
     let dialect = ModeDialect { inner: MySqlDialect {}, modes };
-    let raw = Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .map_err(|e| LexError::Tokenizer(e.to_string()))?;
+    let raw = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| LexError::Tokenizer(e.to_string()))?;
     let mut conv = OffsetConverter::new(sql);
     let mut out = Vec::with_capacity(raw.len());
     for TokenWithSpan { token, span } in raw {
@@ -185,9 +180,7 @@ pub fn tokens(sql: &str, modes: Modes) -> Result<Vec<Token>, LexError> {
 
 fn has_executable_comment(sql: &str) -> bool {
     let b = sql.as_bytes();
-    b.windows(3).enumerate().any(|(i, w)| {
-        w == b"/*!" || (w == b"/*M" && b.get(i + 3) == Some(&b'!'))
-    })
+    b.windows(3).enumerate().any(|(i, w)| w == b"/*!" || (w == b"/*M" && b.get(i + 3) == Some(&b'!')))
 }
 
 /// Converts tokenizer locations (1-based line, 1-based column in chars,
@@ -229,7 +222,6 @@ impl<'a> OffsetConverter<'a> {
         if (self.line, self.col) == (loc.line, loc.column) { Some(self.byte) } else { None }
     }
 }
-
 
 /// Byte range covered by tokens `[a, b)` (of a slice), from the first to the
 /// last significant token; None when there is none.

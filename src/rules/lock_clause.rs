@@ -3,7 +3,7 @@
 //! sqlparser 0.64 fails on `LOCK IN SHARE MODE` and MariaDB's `WAIT n`, and
 //! gives `Query.locks` no span, so the clause is found on tokens (which have
 //! locations), cut from the original text, and the rest is parsed.
-use super::lex::{depths, Tok};
+use super::lex::{Tok, depths};
 use sqlparser::keywords::Keyword;
 use sqlparser::tokenizer::Token;
 
@@ -109,7 +109,7 @@ fn parse_clauses(toks: &[Tok], s: &[usize]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::lex::{lex, Modes};
+    use crate::rules::lex::{Modes, lex};
 
     /// The text with the clause cut, or None when there is none / not trailing.
     fn cut(sql: &str) -> Option<String> {
@@ -144,8 +144,14 @@ mod tests {
 
     #[test]
     fn trailing_trivia_kept() {
-        assert_eq!(cut("SELECT 1 FROM users WHERE id = 8 FOR UPDATE -- why\n").as_deref(), Some("SELECT 1 FROM users WHERE id = 8 -- why\n"));
-        assert_eq!(cut("SELECT 1 FROM users WHERE id = 8 /* c */ FOR UPDATE /* d */  ").as_deref(), Some("SELECT 1 FROM users WHERE id = 8 /* c */ /* d */  "));
+        assert_eq!(
+            cut("SELECT 1 FROM users WHERE id = 8 FOR UPDATE -- why\n").as_deref(),
+            Some("SELECT 1 FROM users WHERE id = 8 -- why\n")
+        );
+        assert_eq!(
+            cut("SELECT 1 FROM users WHERE id = 8 /* c */ FOR UPDATE /* d */  ").as_deref(),
+            Some("SELECT 1 FROM users WHERE id = 8 /* c */ /* d */  ")
+        );
         assert_eq!(cut("SELECT 1 FROM users WHERE id = 8\n\tFOR UPDATE\n").as_deref(), Some("SELECT 1 FROM users WHERE id = 8\n"));
     }
 

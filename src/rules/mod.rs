@@ -24,11 +24,11 @@ mod splice;
 
 use std::path::Path;
 
-pub use captures::{canonical_key, CaptureSpec, CaptureUpdate, Captures, CapturedRow, ColMeta, RowId, Seen};
-pub use config::{render_message, ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy};
+pub use captures::{CaptureSpec, CaptureUpdate, CapturedRow, Captures, ColMeta, RowId, Seen, canonical_key};
+pub use config::{ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy, render_message};
 pub use explain::{check, explain};
 pub use fingerprint::fingerprint;
-pub use guard::{quote_ident as guard_ident, Invariant};
+pub use guard::{Invariant, quote_ident as guard_ident};
 pub use pattern::StatementPattern;
 
 /// What the session must know about the connection to plan a statement.
@@ -52,11 +52,20 @@ pub enum Plan {
     /// Not ours: send the original bytes.
     Forward,
     /// Touches a governed table but cannot be rewritten safely: forward untouched, log once per fingerprint.
-    Unhandled { table: String, fingerprint: String, reason: String },
+    Unhandled {
+        table: String,
+        fingerprint: String,
+        reason: String,
+    },
     Rewrite(Box<Rewrite>),
     /// Like `Unhandled`, for a table whose rule says `unhandled: reject`:
     /// do not send it; answer with `error`.
-    Reject { table: String, fingerprint: String, reason: String, error: ErrorResponse },
+    Reject {
+        table: String,
+        fingerprint: String,
+        reason: String,
+        error: ErrorResponse,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

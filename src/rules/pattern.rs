@@ -3,7 +3,7 @@
 //! parsed with every literal replaced by a placeholder and compared as
 //! printed ASTs, so spacing, case, comments, quoting and literal values
 //! do not matter but structure does.
-use super::lex::{lex, Modes, Tok};
+use super::lex::{Modes, Tok, lex};
 use super::lock_clause::{self, LockClause};
 use sqlparser::ast::{SelectItem, SetExpr, Statement, WildcardAdditionalOptions};
 use sqlparser::dialect::MySqlDialect;

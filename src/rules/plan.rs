@@ -5,21 +5,18 @@
 //! parentheses and unary signs, so they are only used for identifiers,
 //! which come straight from a token).
 use super::captures::{ColMeta, RowId};
-use super::config::{render_message, ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy};
-use super::decimal::{canonical_number, Decimal};
+use super::config::{ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy, render_message};
+use super::decimal::{Decimal, canonical_number};
 use super::fingerprint::fingerprint_modes;
 use super::guard::quote_ident;
-use super::lex::{depths, lex, sig_range, LexError, Modes, OffsetConverter, Tok};
+use super::lex::{LexError, Modes, OffsetConverter, Tok, depths, lex, sig_range};
 use super::lock_clause::{self, LockClause};
 use super::prefilter::contains_ci;
-use super::splice::{apply, Edit};
-use super::{
-    Action, CaptureSpec, CaptureUpdate, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, ViolationCheck,
-    ViolationResponse,
-};
+use super::splice::{Edit, apply};
+use super::{Action, CaptureSpec, CaptureUpdate, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, ViolationCheck, ViolationResponse};
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Select,
-    SelectItem, SetExpr, Spanned, Statement, TableFactor, TableWithJoins, UnaryOperator, Update, Value,
+    AssignmentTarget, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, Select, SelectItem,
+    SetExpr, Spanned, Statement, TableFactor, TableWithJoins, UnaryOperator, Update, Value,
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::keywords::Keyword;
@@ -49,8 +46,7 @@ pub(crate) fn plan(rules: &RuleSet, sql: &str, ctx: &PlanContext<'_>) -> Plan {
     let toks = match lex(sql, modes) {
         Ok(t) => t,
         Err(LexError::ExecutableComment) => {
-            let Some(rule) = rules.tables().find(|r| contains_ci(sql.as_bytes(), r.table.to_ascii_lowercase().as_bytes()))
-            else {
+            let Some(rule) = rules.tables().find(|r| contains_ci(sql.as_bytes(), r.table.to_ascii_lowercase().as_bytes())) else {
                 return Plan::Forward;
             };
             return unhandled(rule, fp(), "executable comment (/*! or /*M!) in the statement".into());
@@ -119,9 +115,8 @@ pub(crate) fn parse_one(toks: &[Tok]) -> Option<Statement> {
 }
 
 fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'_>) -> Outcome<'r> {
-    let mentioned = rules.tables().find(|r| {
-        toks.iter().any(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(&r.table)))
-    });
+    let mentioned =
+        rules.tables().find(|r| toks.iter().any(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(&r.table))));
     let Some(mentioned) = mentioned else { return Ok(None) };
     let lock = lock_clause::find(toks);
     let body: Vec<Tok> = match lock {
@@ -411,11 +406,7 @@ fn layout(toks: &[Tok]) -> Option<Layout> {
     for i in (i_set + 1)..=i_where {
         if i == i_where || (depth[i] == 0 && toks[i].token == Token::Comma) {
             let eq = (start..i).find(|&j| depth[j] == 0 && toks[j].token == Token::Eq)?;
-            assigns.push(AssignLayout {
-                target: sig_range(&toks[start..eq])?,
-                value: sig_range(&toks[eq + 1..i])?,
-                value_toks: eq + 1..i,
-            });
+            assigns.push(AssignLayout { target: sig_range(&toks[start..eq])?, value: sig_range(&toks[eq + 1..i])?, value_toks: eq + 1..i });
             start = i + 1;
         }
     }
@@ -438,10 +429,8 @@ fn word_refs(toks: &[Tok]) -> Vec<String> {
 }
 
 /// Functions whose result depends only on their arguments.
-const PURE_FUNCTIONS: &[&str] = &[
-    "abs", "ceil", "ceiling", "coalesce", "floor", "greatest", "if", "ifnull", "least", "mod", "nullif", "round",
-    "sign", "truncate",
-];
+const PURE_FUNCTIONS: &[&str] =
+    &["abs", "ceil", "ceiling", "coalesce", "floor", "greatest", "if", "ifnull", "least", "mod", "nullif", "round", "sign", "truncate"];
 
 /// Column references (lowercase name, identifier span) of a value that can be
 /// evaluated again in a guard with the same result; Err names what cannot.
@@ -673,7 +662,8 @@ fn plan_update<'r>(
             column: col.clone(),
             value,
         };
-        let forget = || CaptureUpdate::Forget { schema: schema.clone(), table: table_name.clone(), key: key.value.clone(), column: col.clone() };
+        let forget =
+            || CaptureUpdate::Forget { schema: schema.clone(), table: table_name.clone(), key: key.value.clone(), column: col.clone() };
         let relative = refs[i].contains(col);
         let Some(captured) = row.values.get(col) else {
             if relative {
@@ -898,7 +888,11 @@ fn violation_check(rule: &TableRule, sql: &str, lay: &Layout, key: &KeyLit, cas:
         response,
         exists_sql: format!(
             "SELECT {} FROM {} WHERE {} LOCK IN SHARE MODE",
-            if cas.is_empty() { "1".to_string() } else { format!("({}) IS TRUE", cas.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" AND ")) },
+            if cas.is_empty() {
+                "1".to_string()
+            } else {
+                format!("({}) IS TRUE", cas.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" AND "))
+            },
             &sql[lay.table.0..lay.table.1],
             &sql[lay.where_.0..lay.where_.1]
         ),
@@ -920,9 +914,7 @@ fn verify_update(new_sql: &str, orig: &Update, modes: Modes, guarded: bool) -> R
     let toks = lex(new_sql, modes).map_err(|e| e.to_string())?;
     let body: Vec<Tok> = toks.into_iter().filter(|t| t.token != Token::SemiColon).collect();
     let Some(Statement::Update(u)) = parse_one(&body) else { return Err("does not parse as one UPDATE".into()) };
-    if u.assignments.len() != orig.assignments.len()
-        || u.assignments.iter().zip(&orig.assignments).any(|(a, b)| a.target != b.target)
-    {
+    if u.assignments.len() != orig.assignments.len() || u.assignments.iter().zip(&orig.assignments).any(|(a, b)| a.target != b.target) {
         return Err("assignments changed".into());
     }
     if guarded {

@@ -9,7 +9,8 @@ pub fn is_candidate(needles: &[Vec<u8>], sql: &[u8]) -> bool {
     if needles.is_empty() {
         return false;
     }
-    (contains_ci(sql, b"update") || contains_ci(sql, b"share") || contains_ci(sql, b"replace")) && needles.iter().any(|n| contains_ci(sql, n))
+    (contains_ci(sql, b"update") || contains_ci(sql, b"share") || contains_ci(sql, b"replace"))
+        && needles.iter().any(|n| contains_ci(sql, n))
 }
 
 /// ASCII case-insensitive substring search; `needle` is lowercase.

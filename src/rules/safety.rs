@@ -19,9 +19,8 @@ pub fn window_gate(rules: &RuleSet, plan: &Plan, class: &Classified, captures: &
     }
     // Names (tables, views, trigger tables) through which the window's rows
     // can be seen or changed.
-    let linked = |name: &str| {
-        rules.tables().any(|r| (r.table.eq_ignore_ascii_case(name) || r.links(name)) && captures.table_in_window(&r.table))
-    };
+    let linked =
+        |name: &str| rules.tables().any(|r| (r.table.eq_ignore_ascii_case(name) || r.links(name)) && captures.table_in_window(&r.table));
     let governed = |name: &str| rules.tables().any(|r| r.table.eq_ignore_ascii_case(name) || r.links(name));
     match &class.shape {
         Shape::Unknown(why) => Some((*why).to_string()),

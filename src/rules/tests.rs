@@ -23,7 +23,13 @@ struct Ctx {
 
 impl Ctx {
     fn new() -> Ctx {
-        Ctx { captures: Captures::default(), in_transaction: true, simultaneous: Some(false), no_backslash_escapes: false, ansi_quotes: false }
+        Ctx {
+            captures: Captures::default(),
+            in_transaction: true,
+            simultaneous: Some(false),
+            no_backslash_escapes: false,
+            ansi_quotes: false,
+        }
     }
     fn pc(&self) -> PlanContext<'_> {
         PlanContext {
@@ -80,7 +86,11 @@ fn brief_example_guard() {
     assert_eq!(
         v.response,
         ViolationResponse::Error {
-            error: ErrorResponse { code: 1644, sqlstate: "45000".into(), message: "insufficient balance (rule users-balance, user 8)".into() },
+            error: ErrorResponse {
+                code: 1644,
+                sqlstate: "45000".into(),
+                message: "insufficient balance (rule users-balance, user 8)".into()
+            },
             rollback: true
         }
     );
@@ -114,7 +124,11 @@ fn legacy_trace() {
     );
     // The plain read and the INSERT ... RETURNING are not ours.
     for s in &stmts {
-        if s.starts_with("INSERT") || s.starts_with("SET") || s.starts_with("ROLLBACK") || (s.starts_with("SELECT") && !s.contains("FOR UPDATE")) {
+        if s.starts_with("INSERT")
+            || s.starts_with("SET")
+            || s.starts_with("ROLLBACK")
+            || (s.starts_with("SELECT") && !s.contains("FOR UPDATE"))
+        {
             assert_eq!(rs.plan(s, &ctx.pc()), Plan::Forward, "{s}");
         }
     }
@@ -128,7 +142,13 @@ fn legacy_trace() {
     );
     assert_eq!(
         rw.on_success,
-        vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1232".into()) }]
+        vec![CaptureUpdate::Set {
+            schema: String::new(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("1232".into())
+        }]
     );
     assert_eq!(rw.fingerprint, "UPDATE users SET frozen_balance=?, updated_at=now() WHERE users.id = ?");
     // A second write in the same transaction is relative to what the app now believes.
@@ -280,9 +300,8 @@ fn guard_left_to_right_set() {
     let sql = "UPDATE users SET frozen_balance = frozen_balance + 5, balance = balance - frozen_balance WHERE id = 8";
     let rw = rewrite(&rs, sql, &ctx);
     assert!(
-        rw.sql.ends_with(
-            "WHERE (id = 8) AND ((balance - (frozen_balance + 5)) - (frozen_balance + 5) >= 0) AND ((frozen_balance + 5) >= 0)"
-        ),
+        rw.sql
+            .ends_with("WHERE (id = 8) AND ((balance - (frozen_balance + 5)) - (frozen_balance + 5) >= 0) AND ((frozen_balance + 5) >= 0)"),
         "{}",
         rw.sql
     );
@@ -302,7 +321,9 @@ fn guard_skips_invariants_of_unassigned_columns() {
     let rs = billing();
     let ctx = Ctx::new();
     // Nothing to guard or make relative: sent as written (not proven: no capture).
-    assert!(matches!(rs.plan("UPDATE users SET username = 'x' WHERE id = 8", &ctx.pc()), Plan::Rewrite(rw) if rw.action == Action::Pass && !rw.proven));
+    assert!(
+        matches!(rs.plan("UPDATE users SET username = 'x' WHERE id = 8", &ctx.pc()), Plan::Rewrite(rw) if rw.action == Action::Pass && !rw.proven)
+    );
     let rw = rewrite(&rs, "UPDATE users SET balance = balance + 1 WHERE id = 8", &ctx);
     assert!(!rw.sql.contains("(frozen_balance >= 0)"), "{}", rw.sql);
 }
@@ -406,7 +427,13 @@ fn delta_decimal_quoted_string() {
     assert!(rw.sql.contains("frozen_balance=frozen_balance + 616.50 WHERE"), "{}", rw.sql);
     assert_eq!(
         rw.on_success,
-        vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("1233.00".into()) }]
+        vec![CaptureUpdate::Set {
+            schema: String::new(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("1233.00".into())
+        }]
     );
     let rw = rewrite(&rs, "UPDATE users SET frozen_balance=0.5 WHERE id = 8", &ctx);
     assert!(rw.sql.contains("frozen_balance=frozen_balance - 616.00 WHERE"), "{}", rw.sql);
@@ -418,7 +445,8 @@ fn delta_huge_decimal() {
     let mut ctx = Ctx::new();
     let old = "12345678901234567890123456789012345.123456789012345678901234567890";
     ctx.capture_user(&rs, "8", Some(old), Some("0"));
-    let rw = rewrite(&rs, "UPDATE users SET balance = 12345678901234567890123456789012346.000000000000000000000000000001 WHERE id = 8", &ctx);
+    let rw =
+        rewrite(&rs, "UPDATE users SET balance = 12345678901234567890123456789012346.000000000000000000000000000001 WHERE id = 8", &ctx);
     assert!(rw.sql.contains("balance = balance + 0.876543210987654321098765432111 WHERE"), "{}", rw.sql);
 }
 
@@ -433,7 +461,13 @@ fn delta_null_captured_is_cas() {
     assert!(rw.sql.ends_with(" AND (frozen_balance IS NULL)"), "{}", rw.sql);
     assert_eq!(
         rw.on_success,
-        vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("50".into()) }]
+        vec![CaptureUpdate::Set {
+            schema: String::new(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("50".into())
+        }]
     );
 }
 
@@ -464,7 +498,16 @@ fn delta_expression_write_is_checked_or_forgotten() {
     let rw = rewrite(&rs, "UPDATE users SET frozen_balance = frozen_balance + 1 WHERE id = 8", &ctx);
     assert_eq!(rw.action, Action::Guard);
     assert!(!rw.sql.contains("616"), "{}", rw.sql);
-    assert_eq!(rw.on_success, vec![CaptureUpdate::Set { schema: String::new(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("617".into()) }]);
+    assert_eq!(
+        rw.on_success,
+        vec![CaptureUpdate::Set {
+            schema: String::new(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("617".into())
+        }]
+    );
     // Relative in a form the capture cannot follow, on a row in the window: unhandled (validated).
     let why = unhandled_reason(&rs, "UPDATE users SET frozen_balance = frozen_balance * 2 WHERE id = 8", &ctx);
     assert!(why.contains("cannot follow"), "{why}");
@@ -554,7 +597,10 @@ fn shipped_rules_and_accessors() {
     assert_eq!(t.len(), 2);
     assert_eq!(t[0].table, "users");
     assert_eq!(t[0].key, "id");
-    assert_eq!(t[0].invariants.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["balance - frozen_balance >= 0", "frozen_balance >= 0"]);
+    assert_eq!(
+        t[0].invariants.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(),
+        ["balance - frozen_balance >= 0", "frozen_balance >= 0"]
+    );
     assert_eq!(t[0].columns_referenced(), ["id", "balance", "frozen_balance", "username", "updated_at"]);
     assert_eq!(t[1].table, "conversations");
     assert!(t[1].unlock && t[1].invariants.len() == 2 && t[1].balance_columns == ["message_count", "total_tokens"]);
@@ -563,7 +609,10 @@ fn shipped_rules_and_accessors() {
         rs.sample_guarded_update("users").unwrap(),
         "UPDATE users SET balance = balance, frozen_balance = frozen_balance, username = username, updated_at = updated_at WHERE (`id` = 0) AND ((balance) - (frozen_balance) >= 0) AND ((frozen_balance) >= 0)"
     );
-    assert_eq!(rs.sample_guarded_update("conversations").unwrap(), "UPDATE conversations SET message_count = message_count, total_tokens = total_tokens WHERE (`id` = 0) AND ((message_count) >= 0) AND ((total_tokens) >= 0)");
+    assert_eq!(
+        rs.sample_guarded_update("conversations").unwrap(),
+        "UPDATE conversations SET message_count = message_count, total_tokens = total_tokens WHERE (`id` = 0) AND ((message_count) >= 0) AND ((total_tokens) >= 0)"
+    );
     assert!(check(&rs).is_empty(), "{:?}", check(&rs));
 }
 
@@ -640,7 +689,6 @@ proptest! {
         prop_assert!(rw.sql.ends_with(tail), "{}", rw.sql);
     }
 }
-
 
 #[test]
 fn absolute_write_of_an_uncaptured_balance_column_after_unlock_is_unhandled() {

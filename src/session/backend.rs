@@ -1,15 +1,15 @@
 //! The backend transport: plain TCP, or TLS that thaw negotiates on its own
 //! leg while the client speaks plain text on loopback.
 use crate::config::{TlsConfig, TlsMode};
+use rustls::pki_types::pem::PemObject;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, pki_types::ServerName};
 use tokio_rustls::TlsConnector;
-use rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 pub enum BackendStream {
     Plain(TcpStream),
@@ -19,8 +19,14 @@ pub enum BackendStream {
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            BackendStream::Plain($s) => { let $s = Pin::new($s); $e }
-            BackendStream::Tls($s) => { let $s = Pin::new(&mut **$s); $e }
+            BackendStream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            BackendStream::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
         }
     };
 }
@@ -85,17 +91,11 @@ impl TlsSetup {
                 let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| TlsError::Ca(path.display().to_string(), e.to_string()))?;
-                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if cfg.verify_identity {
-                    verifier
-                } else {
-                    Arc::new(Relaxed { chain: Some(verifier), provider: provider.clone() })
-                };
+                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
+                    if cfg.verify_identity { verifier } else { Arc::new(Relaxed { chain: Some(verifier), provider: provider.clone() }) };
                 builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
             }
-            None => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Relaxed { chain: None, provider }))
-                .with_no_client_auth(),
+            None => builder.dangerous().with_custom_certificate_verifier(Arc::new(Relaxed { chain: None, provider })).with_no_client_auth(),
         };
         let host = cfg.server_name.clone().unwrap_or_else(|| host_of(backend).to_string());
         let name = ServerName::try_from(host.clone()).map_err(|_| TlsError::Name(host))?;

@@ -2,7 +2,7 @@
 //! (schema, table alias, org_table, org_name, type) and text rows, and
 //! updates the transaction's captures with every governed row a result set
 //! shows together with its key, whoever wrote the SELECT.
-use crate::rules::{canonical_key, CaptureSpec, Captures, ColMeta, RuleSet, Seen};
+use crate::rules::{CaptureSpec, Captures, ColMeta, RuleSet, Seen, canonical_key};
 use crate::wire::packets::lenenc_str;
 
 #[derive(Debug, Clone)]
@@ -103,7 +103,15 @@ impl<'r> ResultCapture<'r> {
                 Some(p) => &mut groups[p],
                 None => {
                     let unlocked = self.unlocked.as_ref().is_some_and(|u| u.table.eq_ignore_ascii_case(&c.org_table));
-                    groups.push(Group { schema: c.schema.clone(), alias: c.alias.clone(), org_table: c.org_table.clone(), key_column: rule.key.clone(), key: None, cols: Vec::new(), unlocked });
+                    groups.push(Group {
+                        schema: c.schema.clone(),
+                        alias: c.alias.clone(),
+                        org_table: c.org_table.clone(),
+                        key_column: rule.key.clone(),
+                        key: None,
+                        cols: Vec::new(),
+                        unlocked,
+                    });
                     groups.last_mut().expect("pushed")
                 }
             };
@@ -157,8 +165,11 @@ impl<'r> ResultCapture<'r> {
                 self.captures.mark_uncertain(Some(&g.schema), &g.org_table);
                 continue;
             };
-            let cols: Vec<(String, ColMeta, Option<Vec<u8>>)> =
-                g.cols.iter().map(|&c| (self.cols[c].org_name.to_ascii_lowercase(), self.cols[c].meta, values[c].map(<[u8]>::to_vec))).collect();
+            let cols: Vec<(String, ColMeta, Option<Vec<u8>>)> = g
+                .cols
+                .iter()
+                .map(|&c| (self.cols[c].org_name.to_ascii_lowercase(), self.cols[c].meta, values[c].map(<[u8]>::to_vec)))
+                .collect();
             let id = self.captures.id(&g.schema, &g.org_table, &key);
             let seen = if g.unlocked { Seen::Unlocked } else { self.seen };
             self.captures.record(id, &g.key_column, key_meta, &cols, seen);
@@ -239,7 +250,13 @@ mod tests {
     #[test]
     fn unlocked_read_files_the_row_under_the_key_literal() {
         let rules = rules();
-        let spec = CaptureSpec { table: "users".into(), key_column: "id".into(), key_literal: Some("8".into()), key_from_row: true, columns: vec![] };
+        let spec = CaptureSpec {
+            table: "users".into(),
+            key_column: "id".into(),
+            key_literal: Some("8".into()),
+            key_from_row: true,
+            columns: vec![],
+        };
         let mut rc = ResultCapture::new(&rules, Captures::default(), Some(spec), Seen::Plain);
         rc.result_set();
         rc.column(&def("db", "users", "users", "balance", 0xf6, false));

@@ -2,13 +2,13 @@
 //! the end, repeat. The client is not read while a response is in flight
 //! (pipelined commands wait in the buffer), except for a LOCAL INFILE upload.
 use super::capture::ResultCapture;
-use super::txn::{StatementEnd, Txn};
 use super::handshake::{self, ClientIo, ServerIo};
 use super::state::ConnState;
+use super::txn::{StatementEnd, Txn};
 use super::{SessionError, Shared};
-use crate::retry::ResponseDigest;
-use crate::ops::reload::Generation;
 use crate::ops::metrics::labels;
+use crate::ops::reload::Generation;
+use crate::retry::ResponseDigest;
 use crate::wire::packets::{self, OkInfo};
 use crate::wire::response::{Expect, Part, Response};
 use bytes::Bytes;
@@ -163,7 +163,12 @@ impl Session {
         self.server.reset_seq();
         let in_tx_before = self.state.in_transaction();
         // Rows fetched from a cursor are not recorded: a replay could not compare them.
-        if in_tx_before && !matches!(command, cmd::QUERY | cmd::STMT_EXECUTE | cmd::STMT_PREPARE | cmd::STMT_CLOSE | cmd::STMT_RESET | cmd::PING | cmd::STATISTICS) {
+        if in_tx_before
+            && !matches!(
+                command,
+                cmd::QUERY | cmd::STMT_EXECUTE | cmd::STMT_PREPARE | cmd::STMT_CLOSE | cmd::STMT_RESET | cmd::PING | cmd::STATISTICS
+            )
+        {
             self.txn.recorder.mark("a command other than a statement ran inside the transaction");
         }
         match command {
@@ -248,7 +253,8 @@ impl Session {
             }
             _ => {
                 // Replication streams, bulk execute (masked), and unknown commands.
-                handshake::refuse(&mut self.client, 1047, "08S01", &format!("thaw: command 0x{command:02x} is not supported through thaw")).await?;
+                handshake::refuse(&mut self.client, 1047, "08S01", &format!("thaw: command 0x{command:02x} is not supported through thaw"))
+                    .await?;
             }
         }
         Ok(true)

@@ -2,12 +2,12 @@
 //! auth exchange. thaw never sees a password: the server's nonce reaches the
 //! client untouched and every auth packet is relayed as sent. Only capability
 //! flags are patched, in place.
+use super::SessionError;
 use super::backend::{BackendStream, TlsSetup};
 use super::state::ConnState;
-use super::SessionError;
 use crate::config::TlsMode;
 use crate::wire::packets::{self, ERR, OK};
-use crate::wire::{caps, PacketIo};
+use crate::wire::{PacketIo, caps};
 use tokio::net::TcpStream;
 
 pub type ClientIo = PacketIo<TcpStream>;
@@ -15,7 +15,12 @@ pub type ServerIo = PacketIo<BackendStream>;
 
 /// Relay the connection phase. `Ok(None)`: the server refused (its ERR was
 /// relayed to the client) or thaw refused with its own ERR.
-pub async fn relay(client: &mut ClientIo, mut server: ServerIo, tls: &TlsSetup, max_packet: usize) -> Result<Option<(ServerIo, ConnState)>, SessionError> {
+pub async fn relay(
+    client: &mut ClientIo,
+    mut server: ServerIo,
+    tls: &TlsSetup,
+    max_packet: usize,
+) -> Result<Option<(ServerIo, ConnState)>, SessionError> {
     let greeting = server.read().await?.ok_or(SessionError::BackendClosed)?;
     if greeting.first() == Some(&ERR) {
         // 1040 / 1129 before any handshake: no SQLSTATE, relayed as is.

@@ -3,9 +3,9 @@
 //! the rules, gated by the protection window, then executed (send with
 //! lock-error recovery, guard verdict, capture of what the app saw), and its
 //! end is handed to the transaction state in one place.
+use super::SessionError;
 use super::capture::ResultCapture;
 use super::command::{Outcome, RelayOpts, Session};
-use super::SessionError;
 use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
@@ -31,7 +31,24 @@ enum Step {
 pub(super) fn keeps_settings(keyword: &str) -> bool {
     matches!(
         keyword,
-        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "WITH" | "SHOW" | "DESC" | "DESCRIBE" | "EXPLAIN" | "BEGIN" | "START" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "VALUES" | "TABLE"
+        "SELECT"
+            | "INSERT"
+            | "UPDATE"
+            | "DELETE"
+            | "REPLACE"
+            | "WITH"
+            | "SHOW"
+            | "DESC"
+            | "DESCRIBE"
+            | "EXPLAIN"
+            | "BEGIN"
+            | "START"
+            | "COMMIT"
+            | "ROLLBACK"
+            | "SAVEPOINT"
+            | "RELEASE"
+            | "VALUES"
+            | "TABLE"
     )
 }
 
@@ -215,7 +232,8 @@ impl Session {
                     return Step::ValidateThenSend { reason, rewrite: None };
                 }
                 // Bounded: shapes are literal-free, but a runaway generator of shapes must not grow memory.
-                let first_time = self.shared.logged_unhandled.lock().map(|mut s| s.len() < 10_000 && s.insert(fingerprint.clone())).unwrap_or(false);
+                let first_time =
+                    self.shared.logged_unhandled.lock().map(|mut s| s.len() < 10_000 && s.insert(fingerprint.clone())).unwrap_or(false);
                 if first_time {
                     tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table forwarded untouched");
                 }
@@ -228,7 +246,11 @@ impl Session {
             }
             Plan::Rewrite(rw) => {
                 if rw.action != Action::Pass {
-                    self.shared.metrics.rewrites.get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())])).inc();
+                    self.shared
+                        .metrics
+                        .rewrites
+                        .get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())]))
+                        .inc();
                     if self.live.config.log.redact_literals {
                         tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, "statement rewritten");
                     } else {
@@ -313,7 +335,8 @@ impl Session {
             let error = ErrorResponse {
                 code: 1213,
                 sqlstate: "40001".into(),
-                message: "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction".into(),
+                message: "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction"
+                    .into(),
             };
             self.abort_transaction(error).await?;
             return Ok(true);

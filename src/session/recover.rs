@@ -1,8 +1,8 @@
 //! Lock-error recovery in the session: statement retry and transaction
 //! replay, decided by `crate::retry` and run here while nothing of the
 //! failed command's response has reached the client.
-use super::command::{cmd, Session};
 use super::SessionError;
+use super::command::{Session, cmd};
 use crate::ops::metrics::labels;
 use crate::retry::{self, Recovery, ResponseDigest, Situation};
 use crate::wire::packets;
@@ -31,12 +31,19 @@ impl Session {
                 let outcome = if err.as_ref().is_some_and(|e| e.code == code) { None } else { Some("succeeded") };
                 if let Some(outcome) = outcome {
                     self.count_recovery(kind, code, outcome);
-                    tracing::info!(code, attempts = attempt, waited_ms = waited.as_millis() as u64, kind = kind_name(kind), "lock error recovered");
+                    tracing::info!(
+                        code,
+                        attempts = attempt,
+                        waited_ms = waited.as_millis() as u64,
+                        kind = kind_name(kind),
+                        "lock error recovered"
+                    );
                 }
             }
             let Some(err) = err else { break };
             let cfg = &self.live.config.retry;
-            let situation = Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };
+            let situation =
+                Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };
             let kind = retry::classify(cfg, situation);
             if kind == Recovery::None {
                 break;
@@ -44,10 +51,22 @@ impl Session {
             // The budget covers the server's lock waits as well as thaw's sleeps.
             let Some(wait) = retry::backoff(cfg, attempt, started.elapsed()) else {
                 self.count_recovery(kind, err.code, "exhausted");
-                tracing::warn!(code = err.code, attempts = attempt, waited_ms = waited.as_millis() as u64, kind = kind_name(kind), "lock error: giving up, the client gets the error");
+                tracing::warn!(
+                    code = err.code,
+                    attempts = attempt,
+                    waited_ms = waited.as_millis() as u64,
+                    kind = kind_name(kind),
+                    "lock error: giving up, the client gets the error"
+                );
                 break;
             };
-            tracing::info!(code = err.code, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, kind = kind_name(kind), "lock error: retrying");
+            tracing::info!(
+                code = err.code,
+                attempt = attempt + 1,
+                wait_ms = wait.as_millis() as u64,
+                kind = kind_name(kind),
+                "lock error: retrying"
+            );
             // A client that gave up (read timeout) must not have its statement
             // re-run behind its back: stop, and let the dropped backend connection
             // roll back.
@@ -61,14 +80,15 @@ impl Session {
             waited += wait;
             attempt += 1;
             if kind == Recovery::ReplayTransaction
-                && let Err(why) = self.replay().await? {
-                    self.count_recovery(kind, err.code, "refused");
-                    tracing::warn!(code = err.code, reason = why, "transaction not replayed; the client gets the original error");
-                    // A partial replay may have run: make sure nothing of it survives.
-                    self.side_query("ROLLBACK").await?;
-                    self.txn.end();
-                    return Ok(original);
-                }
+                && let Err(why) = self.replay().await?
+            {
+                self.count_recovery(kind, err.code, "refused");
+                tracing::warn!(code = err.code, reason = why, "transaction not replayed; the client gets the original error");
+                // A partial replay may have run: make sure nothing of it survives.
+                self.side_query("ROLLBACK").await?;
+                self.txn.end();
+                return Ok(original);
+            }
             pending = Some((kind, err.code));
             self.server.reset_seq();
             self.server.send(payload).await?;

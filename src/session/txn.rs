@@ -129,7 +129,17 @@ mod tests {
     use crate::rules::{ColMeta, Seen};
 
     fn end<'a>(ctl: &'a TxControl, in_trans: bool) -> StatementEnd<'a> {
-        StatementEnd { ctl, err: None, in_trans, saw_idle: false, lost: false, sent: b"\x03X", digest: 1, replayable: true, record_limit: 1 << 20 }
+        StatementEnd {
+            ctl,
+            err: None,
+            in_trans,
+            saw_idle: false,
+            lost: false,
+            sent: b"\x03X",
+            digest: 1,
+            replayable: true,
+            record_limit: 1 << 20,
+        }
     }
 
     fn capture(t: &mut Txn, v: &[u8], seen: Seen) {
@@ -171,7 +181,13 @@ mod tests {
         capture(&mut t, b"0", Seen::Unlocked);
         t.statement_done(end(&TxControl::Savepoint("A".into()), true));
         let id = t.captures.id("db", "users", "8");
-        t.captures.apply(&[crate::rules::CaptureUpdate::Set { schema: "db".into(), table: "users".into(), key: "8".into(), column: "frozen_balance".into(), value: Some("28".into()) }]);
+        t.captures.apply(&[crate::rules::CaptureUpdate::Set {
+            schema: "db".into(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("28".into()),
+        }]);
         assert_eq!(frozen(&t), Some(Some("28")));
         t.statement_done(end(&TxControl::RollbackTo("a".into()), true));
         assert_eq!(frozen(&t), Some(Some("0")), "the write after the savepoint is undone");

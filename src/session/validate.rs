@@ -4,12 +4,12 @@
 //! the legacy locked flow. A row that was already locked by this
 //! transaction but shown in a form thaw could not attribute takes the
 //! locked values (nobody else can have changed it).
-use super::command::Session;
 use super::SessionError;
+use super::command::Session;
 use crate::ops::metrics::labels;
+use crate::rules::guard_ident as quote_ident;
 use crate::rules::plan::hex_literal;
 use crate::rules::{ErrorResponse, RowId};
-use crate::rules::guard_ident as quote_ident;
 use crate::wire::packets;
 
 impl Session {
@@ -18,8 +18,16 @@ impl Session {
         let rows: Vec<(RowId, crate::rules::CapturedRow)> = self.txn.captures.window().map(|(id, r)| (id.clone(), r.clone())).collect();
         for (id, row) in rows {
             let cols: Vec<&String> = row.values.keys().collect();
-            let list = if cols.is_empty() { quote_ident(&row.key_column) } else { cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ") };
-            let table = if id.schema.is_empty() { quote_ident(&id.table) } else { format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.table)) };
+            let list = if cols.is_empty() {
+                quote_ident(&row.key_column)
+            } else {
+                cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+            };
+            let table = if id.schema.is_empty() {
+                quote_ident(&id.table)
+            } else {
+                format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.table))
+            };
             let key = if row.key_meta.is_exact_number() && id.key.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
                 id.key.clone()
             } else {
@@ -35,11 +43,8 @@ impl Session {
             }
             let got = &r.rows[0];
             if row.protected {
-                let cols: Vec<(String, crate::rules::ColMeta, Option<Vec<u8>>)> = cols
-                    .iter()
-                    .zip(got)
-                    .map(|(c, v)| ((*c).clone(), row.meta.get(*c).copied().unwrap_or_default(), v.clone()))
-                    .collect();
+                let cols: Vec<(String, crate::rules::ColMeta, Option<Vec<u8>>)> =
+                    cols.iter().zip(got).map(|(c, v)| ((*c).clone(), row.meta.get(*c).copied().unwrap_or_default(), v.clone())).collect();
                 self.txn.captures.record(id.clone(), &row.key_column, row.key_meta, &cols, crate::rules::Seen::Locked);
             } else if cols.iter().zip(got).any(|(c, v)| row.values.get(*c) != Some(v)) {
                 return Ok(false);

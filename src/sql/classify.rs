@@ -2,12 +2,10 @@
 //! Anything this module cannot prove the shape of is `Unknown`: the gate
 //! then validates before sending it.
 use super::functions::is_builtin;
-use crate::rules::lex::{lex, LexError, Modes, Tok};
+use crate::rules::lex::{LexError, Modes, Tok, lex};
 use crate::rules::lock_clause::{self, LockClause};
 use crate::rules::plan::parse_one;
-use sqlparser::ast::{
-    visit_expressions, visit_relations, Expr, ObjectName, OnInsert, SetExpr, Statement, TableFactor, TableObject,
-};
+use sqlparser::ast::{Expr, ObjectName, OnInsert, SetExpr, Statement, TableFactor, TableObject, visit_expressions, visit_relations};
 use sqlparser::tokenizer::Token;
 use std::ops::ControlFlow;
 
@@ -41,7 +39,9 @@ pub struct Factor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
     /// INSERT ... VALUES (`values_only`) or INSERT ... SELECT.
-    Insert { values_only: bool },
+    Insert {
+        values_only: bool,
+    },
     /// INSERT ... ON DUPLICATE KEY UPDATE.
     Upsert,
     Replace,
@@ -52,8 +52,13 @@ pub enum WriteKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
     /// SELECT (`locking`: with a lock clause).
-    Read { locking: bool },
-    Write { target: Relation, kind: WriteKind },
+    Read {
+        locking: bool,
+    },
+    Write {
+        target: Relation,
+        kind: WriteKind,
+    },
     /// BEGIN, COMMIT, ROLLBACK, savepoints.
     Transaction,
     /// SET of variables to plain values, SHOW, USE, DESCRIBE, EXPLAIN.
@@ -207,9 +212,10 @@ fn shape(stmt: &Statement, locking: bool, c: &mut Classified) -> Shape {
             }
         }
         Statement::StartTransaction { statements, .. } if statements.is_empty() => Shape::Transaction,
-        Statement::Commit { end: false, .. } | Statement::Rollback { .. } | Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } => {
-            Shape::Transaction
-        }
+        Statement::Commit { end: false, .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => Shape::Transaction,
         // Values were checked for stored functions above; a subquery reads a table.
         Statement::Set(_) if c.relations.is_empty() => Shape::Session,
         Statement::Set(_) => Shape::Unknown("SET with a subquery"),
@@ -275,8 +281,14 @@ mod tests {
         assert_eq!(shape_of("SELECT * FROM users WHERE id = 8"), Shape::Read { locking: false });
         assert_eq!(shape_of("SELECT * FROM users WHERE id IN (8, 9) LOCK IN SHARE MODE"), Shape::Read { locking: true });
         assert!(matches!(shape_of("INSERT INTO logs (a) VALUES (1)"), Shape::Write { kind: WriteKind::Insert { values_only: true }, .. }));
-        assert!(matches!(shape_of("INSERT INTO logs (a) SELECT balance FROM users"), Shape::Write { kind: WriteKind::Insert { values_only: false }, .. }));
-        assert!(matches!(shape_of("INSERT INTO users (id) VALUES (1) ON DUPLICATE KEY UPDATE balance = 0"), Shape::Write { kind: WriteKind::Upsert, .. }));
+        assert!(matches!(
+            shape_of("INSERT INTO logs (a) SELECT balance FROM users"),
+            Shape::Write { kind: WriteKind::Insert { values_only: false }, .. }
+        ));
+        assert!(matches!(
+            shape_of("INSERT INTO users (id) VALUES (1) ON DUPLICATE KEY UPDATE balance = 0"),
+            Shape::Write { kind: WriteKind::Upsert, .. }
+        ));
         assert!(matches!(shape_of("REPLACE INTO users (id) VALUES (1)"), Shape::Write { kind: WriteKind::Replace, .. }));
         assert!(matches!(shape_of("DELETE FROM users WHERE id = 8"), Shape::Write { kind: WriteKind::Delete, .. }));
         assert_eq!(shape_of("COMMIT"), Shape::Transaction);
@@ -309,7 +321,10 @@ mod tests {
 
     #[test]
     fn read_facts() {
-        let c = classify(b"SELECT u.id, u.balance, 1 AS one, NOW() FROM users u JOIN logs l ON l.user_id = u.id WHERE u.id IN (SELECT id FROM vips)", Modes::default());
+        let c = classify(
+            b"SELECT u.id, u.balance, 1 AS one, NOW() FROM users u JOIN logs l ON l.user_id = u.id WHERE u.id IN (SELECT id FROM vips)",
+            Modes::default(),
+        );
         assert!(c.plain_projection);
         assert!(c.mentions("USERS") && c.mentions("vips") && c.mentions("logs"));
         assert_eq!(c.factors.len(), 2);

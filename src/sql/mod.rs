@@ -6,6 +6,6 @@ mod classify;
 mod functions;
 mod txctl;
 
-pub use classify::{classify, Classified, Factor, Relation, Shape, WriteKind};
+pub use classify::{Classified, Factor, Relation, Shape, WriteKind, classify};
 pub use functions::is_builtin;
-pub use txctl::{tx_control, TxControl};
+pub use txctl::{TxControl, tx_control};

@@ -9,8 +9,12 @@ pub enum TxControl {
     None,
     /// BEGIN / START TRANSACTION: commits an open transaction first.
     Begin,
-    Commit { chain: bool },
-    Rollback { chain: bool },
+    Commit {
+        chain: bool,
+    },
+    Rollback {
+        chain: bool,
+    },
     Savepoint(String),
     RollbackTo(String),
     Release(String),

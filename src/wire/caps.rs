@@ -113,13 +113,14 @@ pub fn patch_client_response(p: &mut [u8]) -> Result<ClientHello, WireError> {
     }
     let mut database = None;
     if caps & CONNECT_WITH_DB != 0
-        && let Some(rest) = p.get(i..) {
-            let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            let db = String::from_utf8_lossy(&rest[..end]).into_owned();
-            if !db.is_empty() {
-                database = Some(db);
-            }
+        && let Some(rest) = p.get(i..)
+    {
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let db = String::from_utf8_lossy(&rest[..end]).into_owned();
+        if !db.is_empty() {
+            database = Some(db);
         }
+    }
     Ok(ClientHello { caps, user, database })
 }
 
@@ -163,7 +164,8 @@ mod tests {
 
     #[test]
     fn client_response_masks_and_reads_user_and_db() {
-        let caps = PLUGIN_AUTH_LENENC | SECURE_CONNECTION | CONNECT_WITH_DB | SSL | C::CLIENT_COMPRESS.bits() | C::CLIENT_PROTOCOL_41.bits();
+        let caps =
+            PLUGIN_AUTH_LENENC | SECURE_CONNECTION | CONNECT_WITH_DB | SSL | C::CLIENT_COMPRESS.bits() | C::CLIENT_PROTOCOL_41.bits();
         let mut p = caps.to_le_bytes().to_vec();
         p.extend_from_slice(&[0, 0, 0, 1, 45]);
         p.extend_from_slice(&[0; 23]);

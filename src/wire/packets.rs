@@ -49,9 +49,18 @@ pub fn lenenc_str(b: &[u8]) -> Option<(Option<&[u8]>, usize)> {
 pub fn put_lenenc_int(out: &mut Vec<u8>, v: u64) {
     match v {
         0..=0xFA => out.push(v as u8),
-        0xFB..=0xFFFF => { out.push(0xFC); out.extend_from_slice(&(v as u16).to_le_bytes()) }
-        0x1_0000..=0xFF_FFFF => { out.push(0xFD); out.extend_from_slice(&(v as u32).to_le_bytes()[..3]) }
-        _ => { out.push(0xFE); out.extend_from_slice(&v.to_le_bytes()) }
+        0xFB..=0xFFFF => {
+            out.push(0xFC);
+            out.extend_from_slice(&(v as u16).to_le_bytes())
+        }
+        0x1_0000..=0xFF_FFFF => {
+            out.push(0xFD);
+            out.extend_from_slice(&(v as u32).to_le_bytes()[..3])
+        }
+        _ => {
+            out.push(0xFE);
+            out.extend_from_slice(&v.to_le_bytes())
+        }
     }
 }
 
@@ -81,11 +90,7 @@ pub fn parse_ok(p: &[u8], session_track: bool) -> Option<OkInfo> {
     let warnings = u16::from_le_bytes(p.get(i + 2..i + 4)?.try_into().ok()?);
     i += 4;
     let rest = p.get(i..).unwrap_or_default();
-    let info = if session_track {
-        lenenc_str(rest).and_then(|(s, _)| s).unwrap_or_default().to_vec()
-    } else {
-        rest.to_vec()
-    };
+    let info = if session_track { lenenc_str(rest).and_then(|(s, _)| s).unwrap_or_default().to_vec() } else { rest.to_vec() };
     Some(OkInfo { affected_rows, last_insert_id, status, warnings, info })
 }
 
@@ -93,11 +98,7 @@ pub fn parse_ok(p: &[u8], session_track: bool) -> Option<OkInfo> {
 /// CLIENT_DEPRECATE_EOF, an OK packet with header 0xFE. Chosen by the
 /// negotiated flag, never by length.
 pub fn terminator_status(p: &[u8], deprecate_eof: bool) -> Option<u16> {
-    if deprecate_eof {
-        parse_ok(p, false).map(|ok| ok.status)
-    } else {
-        Some(u16::from_le_bytes(p.get(3..5)?.try_into().ok()?))
-    }
+    if deprecate_eof { parse_ok(p, false).map(|ok| ok.status) } else { Some(u16::from_le_bytes(p.get(3..5)?.try_into().ok()?)) }
 }
 
 /// Status flags of any packet that carries them (OK or terminator).

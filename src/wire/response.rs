@@ -4,7 +4,7 @@
 //! first byte alone (binary rows start with 0x00, text rows may start with
 //! 0xFE when they are 16 MiB or larger).
 use super::conn::WireError;
-use super::packets::{self, status, ERR, LOCAL_INFILE, OK};
+use super::packets::{self, ERR, LOCAL_INFILE, OK, status};
 
 /// Which response shape the command expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,11 @@ pub enum Part {
     ColumnsEof,
     Row,
     Terminator,
-    PrepareOk { stmt_id: u32, columns: u16, params: u16 },
+    PrepareOk {
+        stmt_id: u32,
+        columns: u16,
+        params: u16,
+    },
     ParamDef,
     DefsEof,
     Text,
@@ -116,9 +120,7 @@ impl Response {
                         let s = packets::parse_ok(p, false).map(|o| o.status);
                         (Part::Ok, self.after_result(s), s)
                     }
-                    ERR if packets::parse_err(p).map(|e| e.code) == Some(packets::PROGRESS_CODE) => {
-                        (Part::Progress, State::First, None)
-                    }
+                    ERR if packets::parse_err(p).map(|e| e.code) == Some(packets::PROGRESS_CODE) => (Part::Progress, State::First, None),
                     ERR => (Part::Err, State::Done, None),
                     LOCAL_INFILE => (Part::LocalInfile, State::First, None),
                     _ => {

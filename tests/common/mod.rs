@@ -567,7 +567,15 @@ pub mod raw {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             let shown = &self.payload[..self.payload.len().min(48)];
             let hex: String = shown.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-            write!(f, "Pkt{{seq {}, {} frame(s), {} bytes: [{hex}{}] {:?}}}", self.seq, self.frames, self.payload.len(), if shown.len() < self.payload.len() { " …" } else { "" }, String::from_utf8_lossy(shown))
+            write!(
+                f,
+                "Pkt{{seq {}, {} frame(s), {} bytes: [{hex}{}] {:?}}}",
+                self.seq,
+                self.frames,
+                self.payload.len(),
+                if shown.len() < self.payload.len() { " …" } else { "" },
+                String::from_utf8_lossy(shown)
+            )
         }
     }
 
@@ -694,7 +702,15 @@ pub mod raw {
                 stream,
                 seq: 0,
                 caps: 0,
-                greeting: Greeting { version: String::new(), thread_id: 0, caps: 0, ext_caps: 0, charset: 0, status: 0, plugin: String::new() },
+                greeting: Greeting {
+                    version: String::new(),
+                    thread_id: 0,
+                    caps: 0,
+                    ext_caps: 0,
+                    charset: 0,
+                    status: 0,
+                    plugin: String::new(),
+                },
                 status: 0,
                 login: vec![],
             };
@@ -864,7 +880,11 @@ pub mod raw {
                 Expect::Prepare => {
                     let p = self.read_packet()?;
                     let ok = p.is_ok() && p.payload.len() >= 9;
-                    let (cols, params) = if ok { (u16::from_le_bytes([p.payload[5], p.payload[6]]), u16::from_le_bytes([p.payload[7], p.payload[8]])) } else { (0, 0) };
+                    let (cols, params) = if ok {
+                        (u16::from_le_bytes([p.payload[5], p.payload[6]]), u16::from_le_bytes([p.payload[7], p.payload[8]]))
+                    } else {
+                        (0, 0)
+                    };
                     out.push(p);
                     for n in [params, cols] {
                         for _ in 0..n {
@@ -949,7 +969,10 @@ pub mod raw {
         let part2 = v + 31;
         let part2_len = auth_len.saturating_sub(8).max(13);
         let plugin_at = part2 + part2_len;
-        let plugin = p.get(plugin_at..).map(|s| String::from_utf8_lossy(s.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()).unwrap_or_default();
+        let plugin = p
+            .get(plugin_at..)
+            .map(|s| String::from_utf8_lossy(s.split(|&b| b == 0).next().unwrap_or(&[])).into_owned())
+            .unwrap_or_default();
         Some(Greeting { version, thread_id, caps, ext_caps, charset, status, plugin })
     }
 

@@ -39,10 +39,7 @@ fn text(b: Vec<u8>) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
-pub(super) async fn triggers(
-    conn: &mut mysql_async::Conn,
-    schema: &str,
-) -> Result<Vec<Trigger>, CheckError> {
+pub(super) async fn triggers(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<Trigger>, CheckError> {
     let rows: Vec<(String, String, String, String, Vec<u8>)> = conn
         .exec(
             "SELECT trigger_name, event_object_table, action_timing, event_manipulation, action_statement FROM information_schema.triggers \
@@ -50,51 +47,24 @@ pub(super) async fn triggers(
             (schema,),
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, table, timing, event, body)| Trigger {
-            name,
-            table,
-            timing,
-            event,
-            body: text(body),
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(name, table, timing, event, body)| Trigger { name, table, timing, event, body: text(body) }).collect())
 }
 
-pub(super) async fn views(
-    conn: &mut mysql_async::Conn,
-    schema: &str,
-) -> Result<Vec<View>, CheckError> {
-    let rows: Vec<(String, Option<Vec<u8>>)> =
-        conn.exec("SELECT table_name, view_definition FROM information_schema.views WHERE table_schema = ? ORDER BY table_name", (schema,)).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, d)| View {
-            name,
-            definition: d.map(text).unwrap_or_default(),
-        })
-        .collect())
+pub(super) async fn views(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<View>, CheckError> {
+    let rows: Vec<(String, Option<Vec<u8>>)> = conn
+        .exec("SELECT table_name, view_definition FROM information_schema.views WHERE table_schema = ? ORDER BY table_name", (schema,))
+        .await?;
+    Ok(rows.into_iter().map(|(name, d)| View { name, definition: d.map(text).unwrap_or_default() }).collect())
 }
 
-pub(super) async fn routines(
-    conn: &mut mysql_async::Conn,
-    schema: &str,
-) -> Result<Vec<Routine>, CheckError> {
+pub(super) async fn routines(conn: &mut mysql_async::Conn, schema: &str) -> Result<Vec<Routine>, CheckError> {
     let rows: Vec<(String, String, Option<Vec<u8>>)> = conn
         .exec(
             "SELECT routine_name, routine_type, routine_definition FROM information_schema.routines WHERE routine_schema = ? ORDER BY routine_name",
             (schema,),
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, kind, body)| Routine {
-            name,
-            kind,
-            body: body.map(text),
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(name, kind, body)| Routine { name, kind, body: body.map(text) }).collect())
 }
 
 pub(super) fn check(
@@ -110,7 +80,8 @@ pub(super) fn check(
         return;
     }
     for v in views.iter().filter(|v| v.definition.trim().is_empty()) {
-        warnings.push(format!("{schema}: view {}: its definition is not visible to this account (SHOW VIEW privilege): not checked", v.name));
+        warnings
+            .push(format!("{schema}: view {}: its definition is not visible to this account (SHOW VIEW privilege): not checked", v.name));
     }
     for r in routines.iter().filter(|r| r.body.is_none()) {
         warnings.push(format!(
@@ -123,10 +94,7 @@ pub(super) fn check(
         check_triggers(t, schema, triggers, warnings, problems);
         check_views(t, schema, views, warnings, problems);
         for r in routines {
-            if r.body
-                .as_deref()
-                .is_some_and(|b| mentions(b, schema, &t.table))
-            {
+            if r.body.as_deref().is_some_and(|b| mentions(b, schema, &t.table)) {
                 warnings.push(format!(
                     "{}: table {}: {} {} mentions {}: thaw does not see the statements it runs, so they are never rewritten; after an \
                      unlocked read of {}, a CALL, or a statement calling a function that is not a known built-in, is validated at runtime \
@@ -143,21 +111,10 @@ pub(super) fn check(
     }
 }
 
-fn check_triggers(
-    t: &TableRule,
-    schema: &str,
-    triggers: &[Trigger],
-    warnings: &mut Vec<String>,
-    problems: &mut Vec<String>,
-) {
+fn check_triggers(t: &TableRule, schema: &str, triggers: &[Trigger], warnings: &mut Vec<String>, problems: &mut Vec<String>) {
     let at = &t.source;
-    let guarded: Vec<&String> = t
-        .invariants
-        .iter()
-        .flat_map(|i| i.columns.iter())
-        .chain(&t.balance_columns)
-        .chain(&t.cas_columns)
-        .collect();
+    let guarded: Vec<&String> =
+        t.invariants.iter().flat_map(|i| i.columns.iter()).chain(&t.balance_columns).chain(&t.cas_columns).collect();
     for tr in triggers {
         if tr.table.eq_ignore_ascii_case(&t.table) {
             // The guard is part of the UPDATE's WHERE, evaluated before a BEFORE
@@ -199,9 +156,7 @@ fn check_triggers(
         }
     }
     for listed in &t.trigger_tables {
-        let found = triggers.iter().any(|tr| {
-            tr.table.eq_ignore_ascii_case(listed) && mentions(&tr.body, schema, &t.table)
-        });
+        let found = triggers.iter().any(|tr| tr.table.eq_ignore_ascii_case(listed) && mentions(&tr.body, schema, &t.table));
         if !found {
             warnings.push(format!(
                 "{at}: table {}: trigger_tables lists {listed}, but no trigger on {listed} in {schema} mentions {}: a stale entry? Writes to \
@@ -212,29 +167,17 @@ fn check_triggers(
     }
 }
 
-fn check_views(
-    t: &TableRule,
-    schema: &str,
-    views: &[View],
-    warnings: &mut Vec<String>,
-    problems: &mut Vec<String>,
-) {
+fn check_views(t: &TableRule, schema: &str, views: &[View], warnings: &mut Vec<String>, problems: &mut Vec<String>) {
     let at = &t.source;
     // Views over the table, directly or through other views: (view, via).
-    let mut reach: Vec<(&View, Option<&str>)> = views
-        .iter()
-        .filter(|v| mentions(&v.definition, schema, &t.table))
-        .map(|v| (v, None))
-        .collect();
+    let mut reach: Vec<(&View, Option<&str>)> =
+        views.iter().filter(|v| mentions(&v.definition, schema, &t.table)).map(|v| (v, None)).collect();
     loop {
         let next = views.iter().find_map(|v| {
             if reach.iter().any(|(r, _)| r.name == v.name) {
                 return None;
             }
-            reach
-                .iter()
-                .find(|(r, _)| mentions(&v.definition, schema, &r.name))
-                .map(|(r, _)| (v, Some(r.name.as_str())))
+            reach.iter().find(|(r, _)| mentions(&v.definition, schema, &r.name)).map(|(r, _)| (v, Some(r.name.as_str())))
         });
         match next {
             Some(n) => reach.push(n),
@@ -245,9 +188,7 @@ fn check_views(
         if t.views.contains(&v.name.to_lowercase()) {
             continue;
         }
-        let through = via
-            .map(|w| format!(" (through view {w})"))
-            .unwrap_or_default();
+        let through = via.map(|w| format!(" (through view {w})")).unwrap_or_default();
         problems.push(format!(
             "{at}: table {}: view {} selects from {}{through}, but is not in views: statements through {} read and write the rows of {} where \
              the rule does not see them, so after an unlocked read of {} they would not be validated first; add {} to views",
@@ -255,24 +196,10 @@ fn check_views(
         ));
     }
     for listed in &t.views {
-        if !reach
-            .iter()
-            .any(|(v, _)| v.name.eq_ignore_ascii_case(listed))
-        {
-            let what = if views.iter().any(|v| v.name.eq_ignore_ascii_case(listed)) {
-                "does not select from"
-            } else {
-                "is not a view of"
-            };
-            let whom = if what == "is not a view of" {
-                schema.to_string()
-            } else {
-                t.table.clone()
-            };
-            warnings.push(format!(
-                "{at}: table {}: views lists {listed}, which {what} {whom}: a stale entry?",
-                t.table
-            ));
+        if !reach.iter().any(|(v, _)| v.name.eq_ignore_ascii_case(listed)) {
+            let what = if views.iter().any(|v| v.name.eq_ignore_ascii_case(listed)) { "does not select from" } else { "is not a view of" };
+            let whom = if what == "is not a view of" { schema.to_string() } else { t.table.clone() };
+            warnings.push(format!("{at}: table {}: views lists {listed}, which {what} {whom}: a stale entry?", t.table));
         }
     }
 }
@@ -345,9 +272,7 @@ fn tokens(text: &str, out: &mut Vec<Tok>) {
             while i < b.len() && is_word_char(b[i]) {
                 i += 1;
             }
-            out.push(Tok::Word(
-                b[start..i].iter().collect::<String>().to_lowercase(),
-            ));
+            out.push(Tok::Word(b[start..i].iter().collect::<String>().to_lowercase()));
         } else {
             out.push(if c == '.' { Tok::Dot } else { Tok::Other(c) });
             i += 1;
@@ -365,10 +290,7 @@ pub(super) fn mentions(text: &str, schema: &str, table: &str) -> bool {
         if toks[i] != Tok::Word(table.clone()) {
             return false;
         }
-        match (
-            i.checked_sub(2).map(|j| &toks[j]),
-            i.checked_sub(1).map(|j| &toks[j]),
-        ) {
+        match (i.checked_sub(2).map(|j| &toks[j]), i.checked_sub(1).map(|j| &toks[j])) {
             (Some(Tok::Word(q)), Some(Tok::Dot)) => *q == schema,
             _ => true,
         }
@@ -386,10 +308,8 @@ fn assigned_new_columns(text: &str, cols: &[&String]) -> Vec<String> {
             continue;
         };
         let starts = matches!(before, Tok::Word(s) if s == "set") || *before == Tok::Other(',');
-        let assigns = matches!(
-            (toks.get(i + 4), toks.get(i + 5)),
-            (Some(Tok::Other('=')), _) | (Some(Tok::Other(':')), Some(Tok::Other('=')))
-        );
+        let assigns =
+            matches!((toks.get(i + 4), toks.get(i + 5)), (Some(Tok::Other('=')), _) | (Some(Tok::Other(':')), Some(Tok::Other('='))));
         if starts && assigns && n == "new" && cols.contains(&c) && !out.contains(c) {
             out.push(c.clone());
         }
@@ -403,42 +323,14 @@ mod tests {
 
     #[test]
     fn mentions_whole_identifiers() {
-        assert!(mentions(
-            "UPDATE users SET balance = balance + 1 WHERE id = NEW.user_id",
-            "billing",
-            "users"
-        ));
+        assert!(mentions("UPDATE users SET balance = balance + 1 WHERE id = NEW.user_id", "billing", "users"));
         assert!(mentions("update `Users` set x = 1", "billing", "users"));
-        assert!(mentions(
-            "select `billing`.`users`.`id` AS `id` from `billing`.`users`",
-            "billing",
-            "users"
-        ));
-        assert!(mentions(
-            "INSERT INTO billing . users VALUES (1)",
-            "billing",
-            "users"
-        ));
-        assert!(mentions(
-            "BEGIN SET @s = 'UPDATE users SET a = 1'; PREPARE st FROM @s; EXECUTE st; END",
-            "billing",
-            "users"
-        ));
-        assert!(!mentions(
-            "UPDATE users_archive SET a = 1",
-            "billing",
-            "users"
-        ));
-        assert!(!mentions(
-            "UPDATE archive.users SET a = 1",
-            "billing",
-            "users"
-        ));
-        assert!(!mentions(
-            "UPDATE `archive`.`users` SET a = 1",
-            "billing",
-            "users"
-        ));
+        assert!(mentions("select `billing`.`users`.`id` AS `id` from `billing`.`users`", "billing", "users"));
+        assert!(mentions("INSERT INTO billing . users VALUES (1)", "billing", "users"));
+        assert!(mentions("BEGIN SET @s = 'UPDATE users SET a = 1'; PREPARE st FROM @s; EXECUTE st; END", "billing", "users"));
+        assert!(!mentions("UPDATE users_archive SET a = 1", "billing", "users"));
+        assert!(!mentions("UPDATE archive.users SET a = 1", "billing", "users"));
+        assert!(!mentions("UPDATE `archive`.`users` SET a = 1", "billing", "users"));
         assert!(!mentions("SELECT 1", "billing", "users"));
         assert!(!mentions("SET NEW.x = 'it''s `odd'", "billing", "users"));
     }
@@ -449,28 +341,11 @@ mod tests {
         let f = "frozen_balance".to_string();
         let cols = [&b, &f];
         assert_eq!(
-            assigned_new_columns(
-                "SET NEW.balance = OLD.balance, new.`frozen_balance` := 0, NEW.balance = 1",
-                &cols
-            ),
+            assigned_new_columns("SET NEW.balance = OLD.balance, new.`frozen_balance` := 0, NEW.balance = 1", &cols),
             ["balance", "frozen_balance"]
         );
-        assert_eq!(
-            assigned_new_columns(
-                "SET NEW.frozen_balance = LEAST(NEW.frozen_balance, NEW.balance)",
-                &cols
-            ),
-            ["frozen_balance"]
-        );
-        assert!(
-            assigned_new_columns("SET NEW.updated_at = NOW(), OLD.balance = 1", &cols).is_empty()
-        );
-        assert!(
-            assigned_new_columns(
-                "IF NEW.balance = 0 THEN SIGNAL SQLSTATE '45000'; END IF",
-                &cols
-            )
-            .is_empty()
-        );
+        assert_eq!(assigned_new_columns("SET NEW.frozen_balance = LEAST(NEW.frozen_balance, NEW.balance)", &cols), ["frozen_balance"]);
+        assert!(assigned_new_columns("SET NEW.updated_at = NOW(), OLD.balance = 1", &cols).is_empty());
+        assert!(assigned_new_columns("IF NEW.balance = 0 THEN SIGNAL SQLSTATE '45000'; END IF", &cols).is_empty());
     }
 }

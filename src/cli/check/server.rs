@@ -14,10 +14,7 @@ pub(super) struct Settings {
 
 impl Settings {
     fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     fn mariadb(&self) -> bool {
@@ -25,8 +22,7 @@ impl Settings {
     }
 
     fn sql_mode_has(&self, mode: &str) -> bool {
-        self.get("sql_mode")
-            .is_some_and(|m| m.split(',').any(|x| x.trim().eq_ignore_ascii_case(mode)))
+        self.get("sql_mode").is_some_and(|m| m.split(',').any(|x| x.trim().eq_ignore_ascii_case(mode)))
     }
 }
 
@@ -39,21 +35,10 @@ pub(super) async fn load(conn: &mut mysql_async::Conn) -> Result<Settings, Check
              ('innodb_rollback_on_timeout', 'lower_case_table_names', 'sql_mode', 'tx_isolation', 'transaction_isolation')",
         )
         .await?;
-    Ok(Settings {
-        version: version.unwrap_or_default(),
-        vars: vars
-            .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v))
-            .collect(),
-    })
+    Ok(Settings { version: version.unwrap_or_default(), vars: vars.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), v)).collect() })
 }
 
-pub(super) fn check(
-    s: &Settings,
-    present: &[Present<'_>],
-    rules: &RuleSet,
-    warnings: &mut Vec<String>,
-) {
+pub(super) fn check(s: &Settings, present: &[Present<'_>], rules: &RuleSet, warnings: &mut Vec<String>) {
     let mut notes: Vec<String> = Vec::new();
     let mut say = |m: String| notes.push(format!("server: {m}"));
     match s.get("innodb_rollback_on_timeout").map(|v| v.eq_ignore_ascii_case("ON") || v == "1") {
@@ -81,11 +66,9 @@ pub(super) fn check(
         _ => {}
     }
     if s.sql_mode_has("PIPES_AS_CONCAT") {
-        say(
-            "sql_mode PIPES_AS_CONCAT: `||` is string concatenation, not OR. Invariants cannot use `||`, and thaw keeps the app's WHERE \
+        say("sql_mode PIPES_AS_CONCAT: `||` is string concatenation, not OR. Invariants cannot use `||`, and thaw keeps the app's WHERE \
              in parentheses inside a guard, so guards mean what the server reads"
-                .into(),
-        );
+            .into());
     }
     if s.sql_mode_has("HIGH_NOT_PRECEDENCE") {
         let risky: Vec<String> = rules
@@ -97,10 +80,7 @@ pub(super) fn check(
         let which = if risky.is_empty() {
             "no invariant uses NOT without parentheses".to_string()
         } else {
-            format!(
-                "rewrite these invariants as NOT (...): {}",
-                risky.join(", ")
-            )
+            format!("rewrite these invariants as NOT (...): {}", risky.join(", "))
         };
         say(format!(
             "sql_mode HIGH_NOT_PRECEDENCE: the server reads `NOT a = b` as `(NOT a) = b`; thaw writes invariants into guards with \
@@ -110,40 +90,30 @@ pub(super) fn check(
     }
     if s.sql_mode_has("ANSI_QUOTES") {
         if s.mariadb() {
-            say(
-                "sql_mode ANSI_QUOTES: \"x\" is a name, not a string; MariaDB reports the mode in every result's status flags and \
+            say("sql_mode ANSI_QUOTES: \"x\" is a name, not a string; MariaDB reports the mode in every result's status flags and \
                  thaw reads statements accordingly. In invariants \"x\" stays a string literal"
-                    .into(),
-            );
+                .into());
         } else {
-            say(
-                "sql_mode ANSI_QUOTES: \"x\" is a name, not a string, and MySQL does not report this mode to the client: thaw reads \
+            say("sql_mode ANSI_QUOTES: \"x\" is a name, not a string, and MySQL does not report this mode to the client: thaw reads \
                  \"x\" in statements as a string, so statements on governed tables must not double-quote names"
-                    .into(),
-            );
+                .into());
         }
     }
     if s.sql_mode_has("NO_BACKSLASH_ESCAPES") {
-        say(
-            "sql_mode NO_BACKSLASH_ESCAPES: a backslash in a string is an ordinary character; thaw follows the status flag the server \
+        say("sql_mode NO_BACKSLASH_ESCAPES: a backslash in a string is an ordinary character; thaw follows the status flag the server \
              sends with every result to find where strings end, and invariants cannot contain backslashes"
-                .into(),
-        );
+            .into());
     }
     if s.sql_mode_has("SIMULTANEOUS_ASSIGNMENT") {
-        say(
-            "sql_mode SIMULTANEOUS_ASSIGNMENT: in `SET a = ..., b = a` the server gives b the old value of a; thaw reads sql_mode when \
+        say("sql_mode SIMULTANEOUS_ASSIGNMENT: in `SET a = ..., b = a` the server gives b the old value of a; thaw reads sql_mode when \
              it opens a backend session and writes guards the same way; after the app changes sql_mode, an UPDATE whose SET reads a \
              column assigned before it in the same SET is left unrewritten"
-                .into(),
-        );
+            .into());
     }
     if s.sql_mode_has("NO_UNSIGNED_SUBTRACTION") {
-        say(
-            "sql_mode NO_UNSIGNED_SUBTRACTION: subtraction on UNSIGNED columns gives a signed result, so a guard that would go below \
+        say("sql_mode NO_UNSIGNED_SUBTRACTION: subtraction on UNSIGNED columns gives a signed result, so a guard that would go below \
              zero matches no row and the rule's violation response applies"
-                .into(),
-        );
+            .into());
     } else if s.get("sql_mode").is_some() {
         for p in present.iter().filter(|p| !p.unsigned.is_empty()) {
             warnings.push(format!(
@@ -156,22 +126,19 @@ pub(super) fn check(
             ));
         }
     }
-    let iso = s
-        .get("transaction_isolation")
-        .or_else(|| s.get("tx_isolation"))
-        .map(|v| v.to_ascii_uppercase().replace(' ', "-"));
+    let iso = s.get("transaction_isolation").or_else(|| s.get("tx_isolation")).map(|v| v.to_ascii_uppercase().replace(' ', "-"));
     match iso.as_deref() {
-        Some("REPEATABLE-READ") => say(
-            "transaction isolation REPEATABLE READ: an unlocked read is a snapshot read, so it may return (and thaw capture) a value \
+        Some("REPEATABLE-READ") => {
+            say("transaction isolation REPEATABLE READ: an unlocked read is a snapshot read, so it may return (and thaw capture) a value \
              older than the latest committed one; deltas still apply to the latest row, an invariant that no longer holds gives the \
              rule's violation response, and a compare-and-set column that changed meanwhile gives a 1213 rollback"
-                .into(),
-        ),
-        Some("READ-COMMITTED") => say(
-            "transaction isolation READ COMMITTED: every unlocked read sees the latest committed row, so captures are current and a \
+                .into())
+        }
+        Some("READ-COMMITTED") => {
+            say("transaction isolation READ COMMITTED: every unlocked read sees the latest committed row, so captures are current and a \
              CAS check fails only on a change committed after the read"
-                .into(),
-        ),
+                .into())
+        }
         Some("SERIALIZABLE") => say(
             "transaction isolation SERIALIZABLE: InnoDB turns a plain SELECT inside a transaction into LOCK IN SHARE MODE, so removing \
              FOR UPDATE leaves a shared lock: two sessions that read the same row and then write it deadlock (1213) instead of waiting; \
@@ -218,20 +185,9 @@ mod tests {
 
     fn report(vars: &[(&str, &str)], version: &str, yaml: &str, unsigned: &[&str]) -> Vec<String> {
         let rules = RuleSet::from_yaml(yaml, "r.yaml").unwrap();
-        let present: Vec<Present<'_>> = rules
-            .tables()
-            .map(|t| Present {
-                rule: t,
-                unsigned: unsigned.iter().map(|c| c.to_string()).collect(),
-            })
-            .collect();
-        let s = Settings {
-            version: version.into(),
-            vars: vars
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        };
+        let present: Vec<Present<'_>> =
+            rules.tables().map(|t| Present { rule: t, unsigned: unsigned.iter().map(|c| c.to_string()).collect() }).collect();
+        let s = Settings { version: version.into(), vars: vars.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect() };
         let mut out = Vec::new();
         check(&s, &present, &rules, &mut out);
         out
@@ -253,17 +209,12 @@ mod tests {
         ];
         let out = report(&vars, "10.11.6-MariaDB", RULES, &[]);
         assert_eq!(out.len(), 3, "{out:#?}");
-        assert!(out[0].starts_with("server: innodb_rollback_on_timeout=OFF: a 1205 lock wait timeout rolls back only the statement"), "{out:#?}");
         assert!(
-            out[1].starts_with("server: lower_case_table_names=0: "),
+            out[0].starts_with("server: innodb_rollback_on_timeout=OFF: a 1205 lock wait timeout rolls back only the statement"),
             "{out:#?}"
         );
-        assert!(
-            out[2].starts_with(
-                "server: transaction isolation REPEATABLE READ: an unlocked read is a snapshot read"
-            ),
-            "{out:#?}"
-        );
+        assert!(out[1].starts_with("server: lower_case_table_names=0: "), "{out:#?}");
+        assert!(out[2].starts_with("server: transaction isolation REPEATABLE READ: an unlocked read is a snapshot read"), "{out:#?}");
     }
 
     #[test]
@@ -291,55 +242,23 @@ mod tests {
             assert!(has(&out, needle), "{needle} missing from {out:#?}");
         }
         assert!(!has(&out, "error 1690"), "{out:#?}");
-        assert!(
-            !has(&out, "balance - held"),
-            "only the bare NOT is named: {out:#?}"
-        );
-        let out = report(
-            &[
-                ("sql_mode", "ANSI_QUOTES"),
-                ("tx_isolation", "READ-COMMITTED"),
-            ],
-            "8.0.36",
-            RULES,
-            &[],
-        );
+        assert!(!has(&out, "balance - held"), "only the bare NOT is named: {out:#?}");
+        let out = report(&[("sql_mode", "ANSI_QUOTES"), ("tx_isolation", "READ-COMMITTED")], "8.0.36", RULES, &[]);
         assert!(has(&out, "MySQL does not report this mode"), "{out:#?}");
-        assert!(
-            has(&out, "server: transaction isolation READ COMMITTED: "),
-            "{out:#?}"
-        );
-        let out = report(
-            &[("tx_isolation", "READ-UNCOMMITTED")],
-            "10.11.6-MariaDB",
-            RULES,
-            &[],
-        );
-        assert!(
-            has(&out, "server: transaction isolation READ UNCOMMITTED: "),
-            "{out:#?}"
-        );
+        assert!(has(&out, "server: transaction isolation READ COMMITTED: "), "{out:#?}");
+        let out = report(&[("tx_isolation", "READ-UNCOMMITTED")], "10.11.6-MariaDB", RULES, &[]);
+        assert!(has(&out, "server: transaction isolation READ UNCOMMITTED: "), "{out:#?}");
     }
 
     #[test]
     fn unsigned_without_no_unsigned_subtraction() {
-        let out = report(
-            &[("sql_mode", "STRICT_TRANS_TABLES")],
-            "10.11.6-MariaDB",
-            RULES,
-            &["balance", "held"],
-        );
+        let out = report(&[("sql_mode", "STRICT_TRANS_TABLES")], "10.11.6-MariaDB", RULES, &["balance", "held"]);
         assert_eq!(out.len(), 1, "{out:#?}");
-        assert!(out[0].starts_with("r.yaml:2:5: table users: column(s) balance, held are UNSIGNED and sql_mode lacks NO_UNSIGNED_SUBTRACTION"), "{out:#?}");
         assert!(
-            report(
-                &[("sql_mode", "STRICT_TRANS_TABLES")],
-                "10.11.6-MariaDB",
-                RULES,
-                &[]
-            )
-            .is_empty()
+            out[0].starts_with("r.yaml:2:5: table users: column(s) balance, held are UNSIGNED and sql_mode lacks NO_UNSIGNED_SUBTRACTION"),
+            "{out:#?}"
         );
+        assert!(report(&[("sql_mode", "STRICT_TRANS_TABLES")], "10.11.6-MariaDB", RULES, &[]).is_empty());
     }
 
     #[test]
