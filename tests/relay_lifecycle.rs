@@ -3,10 +3,10 @@
 //! bounded: a hang is a failure, never a stuck test.
 mod common;
 
-use common::raw::{self, cmd, RawConn};
+use common::raw::{self, RawConn, cmd};
 use common::*;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
+use mysql_async::prelude::*;
 use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -328,7 +328,8 @@ async fn sigterm_drains_open_transaction_then_exits_zero() {
     let t_commit = Instant::now();
 
     // Nothing left open: exit well before the grace period ends, with status 0.
-    let status = thaw.wait_exit(Duration::from_secs(5)).unwrap_or_else(|| panic!("thaw still running 5 s after the last transaction committed"));
+    let status =
+        thaw.wait_exit(Duration::from_secs(5)).unwrap_or_else(|| panic!("thaw still running 5 s after the last transaction committed"));
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(t_term.elapsed() < Duration::from_secs(15), "thaw waited for the whole grace period");
     let exit_after_commit = t_commit.elapsed();
@@ -358,7 +359,9 @@ async fn sigterm_grace_period_expires() {
     a.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
     let t0 = Instant::now();
     thaw.signal("TERM");
-    let status = thaw.wait_exit(Duration::from_secs(6)).unwrap_or_else(|| panic!("thaw still running {:?} after SIGTERM with a 1 s grace period", t0.elapsed()));
+    let status = thaw
+        .wait_exit(Duration::from_secs(6))
+        .unwrap_or_else(|| panic!("thaw still running {:?} after SIGTERM with a 1 s grace period", t0.elapsed()));
     assert!(status.success(), "exit status: {status}");
     assert!(t0.elapsed() >= Duration::from_millis(900), "thaw exited after {:?}, before the grace period ended", t0.elapsed());
     let r = within(10, "query after the grace period", a.query_drop("COMMIT")).await;
@@ -385,11 +388,17 @@ async fn backend_down_gets_clear_err_and_is_counted() {
     let thaw = Thaw::builder().backend(format!("127.0.0.1:{closed}")).start();
     assert_eq!(thaw.metric("thaw_backend_connect_failures_total"), Some(0.0));
 
-    let e = within(15, "mysql_async connect with the backend down", Conn::new(thaw.opts(None))).await.expect_err("connecting with the backend down must fail");
+    let e = within(15, "mysql_async connect with the backend down", Conn::new(thaw.opts(None)))
+        .await
+        .expect_err("connecting with the backend down must fail");
     match &e {
         mysql_async::Error::Server(s) => {
             assert!(!(2000..3000).contains(&s.code), "a client-side code ({}) sent as if from the server", s.code);
-            assert!(s.message.contains("backend") && s.message.contains(&closed.to_string()), "the message should say which backend is unreachable: {}", s.message);
+            assert!(
+                s.message.contains("backend") && s.message.contains(&closed.to_string()),
+                "the message should say which backend is unreachable: {}",
+                s.message
+            );
         }
         other => panic!("expected a server ERR packet, got {other:?}"),
     }
