@@ -36,7 +36,8 @@ def refused(t) -> bool:
     try:
         with socket.create_connection((t.host, t.port), timeout=1):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # A connect that reached the backlog as the listener closed is reset.
         return True
 
 
