@@ -118,6 +118,10 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
     let mentioned =
         rules.tables().find(|r| toks.iter().any(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(&r.table))));
     let Some(mentioned) = mentioned else { return Ok(None) };
+    // sqlparser and the server may read these differently (sql_mode): never guess.
+    if toks.iter().any(|t| matches!(t.token, Token::StringConcat | Token::Overlap | Token::ExclamationMark)) {
+        return Err(unh(mentioned, "operator whose meaning depends on sql_mode (||, &&, !)"));
+    }
     let lock = lock_clause::find(toks);
     let body: Vec<Tok> = match lock {
         LockClause::NotTrailing => return Err(unh(mentioned, "locking read whose lock clause does not end the statement")),

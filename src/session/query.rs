@@ -83,11 +83,20 @@ impl Session {
                 return Ok(self.client.flush().await?);
             }
         };
-        if let Some(reason) = &validate
-            && !self.validate_or_abort(reason).await?
-        {
-            return Ok(());
-        }
+        let rewrite = match &validate {
+            Some(reason) => {
+                if !self.validate_or_abort(reason).await? {
+                    return Ok(());
+                }
+                // The rows are locked and as the app saw them: plan again, so
+                // an UPDATE of one of them still gets its guard.
+                match self.decide(sql) {
+                    Step::Send(rw) | Step::ValidateThenSend { rewrite: rw, .. } => rw,
+                    Step::Refuse(_) => None,
+                }
+            }
+            None => rewrite,
+        };
         let payload: Bytes = match &rewrite {
             Some(rw) => {
                 let mut p = Vec::with_capacity(rw.sql.len() + 1);
@@ -182,6 +191,8 @@ impl Session {
                     self.txn.captures.mark_uncertain(None, &t.table);
                 }
             }
+            // A new row: nothing captured changed (a duplicate key is an error).
+            Shape::Write { kind: sql::WriteKind::Insert { values_only: true }, .. } => {}
             Shape::Write { target, .. } => {
                 for t in self.live.rules.tables().filter(|t| t.table.eq_ignore_ascii_case(&target.name) || t.links(&target.name)) {
                     self.txn.captures.mark_uncertain(None, &t.table);

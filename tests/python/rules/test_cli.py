@@ -531,7 +531,7 @@ def test_explain_locking_read_cuts_lock_clause_and_captures():
     assert f"-{LEGACY_READ}" in lines, out
     assert "+SELECT users.* FROM users WHERE users.id = 8" in lines, out
     assert not any(line.startswith("+") and "FOR UPDATE" in line for line in lines), out
-    assert "capture: users key id columns [balance, frozen_balance]" in lines, out
+    assert "capture: users key id columns [balance, frozen_balance, username]" in lines, out
 
 
 def test_explain_autocommit_read_unlocks_without_capture():

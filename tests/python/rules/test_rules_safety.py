@@ -42,37 +42,63 @@ def balances(db, uid):
     return admin_exec(f"SELECT balance, frozen_balance FROM {db}.users WHERE id = {uid}")[0]
 
 
-def test_unguardable_write_after_unlocked_read_is_refused_and_rolled_back(billing_thaw, users):
+def test_unkeyed_write_after_unlocked_read_is_validated_then_sent(billing_thaw, users):
+    c = connect(billing_thaw, users)
+    cur = c.cursor()
+    cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
+    assert cur.fetchall() == ((1, 1000, 100),)
+    # IN (...) keys are out of scope: thaw re-locks the row, finds it as the app
+    # saw it, and sends the write: exactly the locked flow.
+    assert cur.execute("UPDATE users SET frozen_balance = 900 WHERE id IN (1)") == 1
+    c.commit()
+    assert balances(users, 1) == (1000, 900)
+    c.close()
+
+
+def test_unkeyed_write_after_a_concurrent_change_is_a_retryable_deadlock(billing_thaw, users):
     c = connect(billing_thaw, users)
     cur = c.cursor()
     cur.execute("INSERT INTO users (id, balance) VALUES (10, 5)")  # must not survive the rollback
     cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
     assert cur.fetchall() == ((1, 1000, 100),)
-    # IN (...) keys are out of scope: thaw cannot guard this write.
+    admin_exec(f"UPDATE {users}.users SET frozen_balance = frozen_balance + 7 WHERE id = 1")
     with pytest.raises(pymysql.err.OperationalError) as e:
         cur.execute("UPDATE users SET frozen_balance = 900 WHERE id IN (1)")
     assert e.value.args[0] == 1213
-    assert "cannot be guarded" in e.value.args[1]
-    assert balances(users, 1) == (1000, 100)
+    assert balances(users, 1) == (1000, 107)
     assert admin_exec(f"SELECT COUNT(*) FROM {users}.users WHERE id = 10")[0][0] == 0
-    # The connection stays usable and the same write without an unlocked read passes.
+    # The transaction is aborted until the app rolls back ...
+    with pytest.raises(pymysql.err.OperationalError) as e:
+        cur.execute("SELECT 1")
+    assert e.value.args[0] == 1213 and "rolled back" in e.value.args[1]
+    c.rollback()
+    # ... and the retried transaction, seeing fresh data, passes.
+    cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
+    assert cur.fetchall() == ((1, 1000, 107),)
     cur.execute("UPDATE users SET frozen_balance = 900 WHERE id IN (1)")
     c.commit()
     assert balances(users, 1) == (1000, 900)
     c.close()
 
 
-def test_prepared_write_after_unlocked_read_is_refused(billing_thaw, users):
+def test_prepared_write_after_unlocked_read_is_validated(billing_thaw, users):
     c = mysql.connector.connect(host=billing_thaw.host, port=billing_thaw.port, user="root", database=users, autocommit=False, use_pure=True)
     text = c.cursor()
     text.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
     assert text.fetchall() == [(1, 1000, 100)]
+    admin_exec(f"UPDATE {users}.users SET frozen_balance = frozen_balance + 7 WHERE id = 1")
     ps = c.cursor(prepared=True)
     with pytest.raises(mysql.connector.Error) as e:
         ps.execute("UPDATE users SET frozen_balance = %s WHERE id = %s", (950, 1))
     assert e.value.errno == 1213
     c.rollback()
-    assert balances(users, 1) == (1000, 100)
+    assert balances(users, 1) == (1000, 107)
+    # Retried with fresh data: the prepared write runs under the re-taken lock.
+    text.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
+    assert text.fetchall() == [(1, 1000, 107)]
+    ps.execute("UPDATE users SET frozen_balance = %s WHERE id = %s", (950, 1))
+    c.commit()
+    assert balances(users, 1) == (1000, 950)
     c.close()
 
 
@@ -137,8 +163,8 @@ def test_no_backslash_escapes_mode_is_honoured(billing_thaw, users):
     cur = c.cursor()
     cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
     # In this mode '\\' is two characters and the quote after it closes the string.
-    cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 AND username <> 'x\\' FOR UPDATE")
-    assert cur.fetchall() == ((1, 1000, 100),)
+    cur.execute("SELECT id, balance, frozen_balance, username FROM users WHERE id = 1 AND username <> 'x\\' FOR UPDATE")
+    assert cur.fetchall() == ((1, 1000, 100, "a"),)
     # The lock is gone (a held lock would make this fail with 1205) ...
     admin_exec("SET SESSION innodb_lock_wait_timeout = 1", f"UPDATE {users}.users SET frozen_balance = frozen_balance + 200 WHERE id = 1")
     # ... and the absolute write became a delta of +200 on top of the concurrent one.
@@ -163,16 +189,20 @@ def test_delta_keeps_a_concurrent_freeze(billing_thaw, users):
     c.close()
 
 
-def test_upsert_after_unlocked_read_is_refused(billing_thaw, users):
+def test_upsert_after_unlocked_read_is_validated(billing_thaw, users):
     c = connect(billing_thaw, users)
     cur = c.cursor()
     cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
     cur.fetchall()
+    admin_exec(f"UPDATE {users}.users SET frozen_balance = frozen_balance + 7 WHERE id = 1")
     with pytest.raises(pymysql.err.OperationalError) as e:
         cur.execute("INSERT INTO users (id, frozen_balance) VALUES (1, 900) ON DUPLICATE KEY UPDATE frozen_balance = 900")
     assert e.value.args[0] == 1213
-    assert balances(users, 1) == (1000, 100)
-    # Without an unlocked read in the transaction the app's upsert is its own business.
+    c.rollback()
+    assert balances(users, 1) == (1000, 107)
+    # Nothing changed since the read: the upsert runs under the re-taken lock.
+    cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE")
+    cur.fetchall()
     cur.execute("INSERT INTO users (id, frozen_balance) VALUES (1, 900) ON DUPLICATE KEY UPDATE frozen_balance = 900")
     c.commit()
     assert balances(users, 1) == (1000, 900)
