@@ -1,16 +1,14 @@
 //! Command phase: read one client command, relay it, relay its response to
 //! the end, repeat. The client is not read while a response is in flight
 //! (pipelined commands wait in the buffer), except for a LOCAL INFILE upload.
-use super::capture::ResultCapture;
 use super::handshake::{self, ClientIo, ServerIo};
+use super::response::Outcome;
 use super::state::ConnState;
 use super::txn::{StatementEnd, Txn};
 use super::{SessionError, Shared};
-use crate::ops::metrics::labels;
 use crate::ops::reload::Generation;
-use crate::retry::ResponseDigest;
-use crate::wire::packets::{self, OkInfo};
-use crate::wire::response::{Expect, Part, Response};
+use crate::wire::packets;
+use crate::wire::response::Expect;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,31 +49,6 @@ pub(super) struct Stmt {
     /// Not plain DML (SET, CALL, ...): may change sql_mode, the character
     /// set or the current database.
     pub changes_settings: bool,
-}
-
-/// How to relay one response.
-#[derive(Default)]
-pub(super) struct RelayOpts<'a, 'r> {
-    pub allow_infile: bool,
-    /// Capture sink: governed rows shown update the captures.
-    pub rows: Option<&'a mut ResultCapture<'r>>,
-    /// Keep the response from the client until its first row: a read thaw
-    /// unlocked that finds nothing is re-run with its lock instead.
-    pub hold_until_row: bool,
-}
-
-/// What a relayed response was, as far as the session cares.
-#[derive(Debug, Default)]
-pub(super) struct Outcome {
-    pub digest: u64,
-    pub err: Option<u16>,
-    pub ok: Option<OkInfo>,
-    pub stmt_id: Option<u32>,
-    pub result_sets: u32,
-    /// A status during the response had IN_TRANS clear.
-    pub saw_idle: bool,
-    /// `hold_until_row` and the result had no row: nothing reached the client.
-    pub held_empty: bool,
 }
 
 pub(super) struct Session {
@@ -260,165 +233,6 @@ impl Session {
         Ok(true)
     }
 
-    /// Send a command unchanged and relay its whole response.
-    pub async fn forward(&mut self, packet: &[u8], expect: Expect) -> Result<Outcome, SessionError> {
-        self.server.send(packet).await?;
-        self.server.flush().await?;
-        let first = self.read_server().await?;
-        self.relay(first, expect, RelayOpts::default()).await
-    }
-
-    pub async fn read_server(&mut self) -> Result<Bytes, SessionError> {
-        let p = self.server.read().await;
-        self.server_read_result(p)
-    }
-
-    /// A backend that reset the connection is shown to the client as a
-    /// reset too (drivers report "gone away" vs "lost connection" by it).
-    fn server_read_result(&mut self, p: Result<Option<Bytes>, crate::wire::WireError>) -> Result<Bytes, SessionError> {
-        match p {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(SessionError::BackendClosed),
-            Err(crate::wire::WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                let _ = self.client.stream_mut().set_zero_linger();
-                Err(SessionError::BackendClosed)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Relay a response to the client, starting with its already-read first
-    /// packet: the one response reader, with the capture and hold sinks.
-    pub async fn relay(&mut self, first: Bytes, expect: Expect, mut opts: RelayOpts<'_, '_>) -> Result<Outcome, SessionError> {
-        let mut resp = Response::new(expect, self.state.deprecate_eof());
-        let mut digest = ResponseDigest::default();
-        let mut out = Outcome::default();
-        let mut held: Option<Vec<Bytes>> = opts.hold_until_row.then(Vec::new);
-        let mut packet = first;
-        loop {
-            let step = resp.feed(&packet)?;
-            if let Some(s) = step.status {
-                self.state.status = s;
-                out.saw_idle |= s & packets::status::IN_TRANS == 0;
-            }
-            match step.part {
-                Part::Err => {
-                    let code = packets::parse_err(&packet).map_or(0, |e| e.code);
-                    out.err = Some(code);
-                    self.shared.metrics.backend_errors.get_or_create(&labels([("code", code.to_string())])).inc();
-                }
-                Part::Ok => out.ok = packets::parse_ok(&packet, self.state.session_track()),
-                Part::ColumnCount(_) => {
-                    out.result_sets += 1;
-                    if let Some(rows) = opts.rows.as_deref_mut() {
-                        rows.result_set();
-                    }
-                }
-                Part::ColumnDef => {
-                    if let Some(rows) = opts.rows.as_deref_mut() {
-                        rows.column(&packet);
-                    }
-                }
-                Part::Row => {
-                    if let Some(rows) = opts.rows.as_deref_mut() {
-                        rows.row(&packet);
-                    }
-                }
-                Part::PrepareOk { stmt_id, .. } => out.stmt_id = Some(stmt_id),
-                Part::LocalInfile if !opts.allow_infile => {
-                    // Only a LOAD DATA LOCAL the client sent may read client files:
-                    // answer for the client with "no file" and keep reading.
-                    tracing::warn!("backend asked for a local file the client did not request; refused");
-                    self.server.send(&[]).await?;
-                    self.server.flush().await?;
-                    packet = self.read_server().await?;
-                    continue;
-                }
-                _ => {}
-            }
-            digest.add(&packet);
-            if held.is_some() {
-                if matches!(step.part, Part::Row | Part::Err | Part::LocalInfile) || out.result_sets > 1 {
-                    for p in held.take().unwrap_or_default() {
-                        self.client.send(&p).await?;
-                    }
-                    self.client.send(&packet).await?;
-                } else if step.done {
-                    out.held_empty = true;
-                    out.digest = digest.finish();
-                    return Ok(out);
-                } else if let Some(h) = held.as_mut() {
-                    h.push(packet.clone());
-                }
-            } else {
-                self.client.send(&packet).await?;
-            }
-            if step.part == Part::LocalInfile {
-                self.client.flush().await?;
-                self.relay_upload().await?;
-            }
-            if step.done {
-                break;
-            }
-            // Batch writes: flush only when the next packet needs a read from the socket.
-            if held.is_none() && !self.server.has_buffered_packet() {
-                self.client.flush().await?;
-            }
-            packet = self.read_server().await?;
-        }
-        self.client.flush().await?;
-        out.digest = digest.finish();
-        Ok(out)
-    }
-
-    /// LOAD DATA LOCAL: the client's file packets go to the server up to and
-    /// including the empty packet that ends them.
-    async fn relay_upload(&mut self) -> Result<(), SessionError> {
-        loop {
-            let p = self.client.read().await?.ok_or(SessionError::ClientClosed)?;
-            self.server.send(&p).await?;
-            if p.is_empty() {
-                self.server.flush().await?;
-                return Ok(());
-            }
-        }
-    }
-
-    /// Run a statement of thaw's own on the backend; nothing reaches the client.
-    pub async fn side_query(&mut self, sql: &str) -> Result<SideResult, SessionError> {
-        self.server.reset_seq();
-        let mut payload = Vec::with_capacity(sql.len() + 1);
-        payload.push(cmd::QUERY);
-        payload.extend_from_slice(sql.as_bytes());
-        self.server.send(&payload).await?;
-        self.server.flush().await?;
-        let mut resp = Response::new(Expect::Query, self.state.deprecate_eof());
-        let mut columns = 0usize;
-        let mut out = SideResult::default();
-        loop {
-            let p = self.read_server().await?;
-            let step = resp.feed(&p)?;
-            if let Some(s) = step.status {
-                self.state.status = s;
-            }
-            match step.part {
-                Part::ColumnDef => columns += 1,
-                Part::Row => out.rows.push(text_row(&p, columns)),
-                Part::Ok => out.ok = packets::parse_ok(&p, self.state.session_track()),
-                Part::Err => out.err = packets::parse_err(&p),
-                Part::LocalInfile => {
-                    self.server.send(&[]).await?;
-                    self.server.flush().await?;
-                }
-                _ => {}
-            }
-            if step.done {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     /// After connect: read the settings retries and rewrites depend on. The
     /// connection is in autocommit mode here, so no transaction is opened.
     async fn read_backend_settings(&mut self) -> Result<(), SessionError> {
@@ -486,29 +300,6 @@ impl Session {
             record_limit: self.live.config.retry.replay_max_bytes,
         });
     }
-}
-
-#[derive(Debug, Default)]
-pub(super) struct SideResult {
-    pub rows: Vec<Vec<Option<Vec<u8>>>>,
-    pub ok: Option<OkInfo>,
-    pub err: Option<packets::ErrInfo>,
-}
-
-/// A text-protocol row of `columns` values (side queries).
-fn text_row(p: &[u8], columns: usize) -> Vec<Option<Vec<u8>>> {
-    let mut values = Vec::with_capacity(columns);
-    let mut i = 0;
-    for _ in 0..columns {
-        match p.get(i..).and_then(packets::lenenc_str) {
-            Some((v, used)) => {
-                values.push(v.map(<[u8]>::to_vec));
-                i += used;
-            }
-            None => break,
-        }
-    }
-    values
 }
 
 fn stmt_id(p: &[u8]) -> Option<u32> {

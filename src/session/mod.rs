@@ -6,6 +6,7 @@ mod command;
 pub mod handshake;
 mod query;
 mod recover;
+mod response;
 pub mod state;
 mod txn;
 mod validate;

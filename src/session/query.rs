@@ -5,7 +5,8 @@
 //! end is handed to the transaction state in one place.
 use super::SessionError;
 use super::capture::ResultCapture;
-use super::command::{Outcome, RelayOpts, Session};
+use super::command::Session;
+use super::response::{Outcome, RelayOpts};
 use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
@@ -152,14 +153,16 @@ impl Session {
         let in_tx = self.state.statement_in_transaction();
         let capture = in_tx && (unlocked.is_some() || !self.txn.captures.is_empty());
         if !capture {
-            return self.relay(first, Expect::Query, RelayOpts { allow_infile, rows: None, hold_until_row: false }).await;
+            return self.relay(first, Expect::Query, RelayOpts { allow_infile, ..RelayOpts::default() }).await;
         }
         let live = self.live.clone();
         let captures = std::mem::take(&mut self.txn.captures);
         let hold = unlocked.is_some();
         let seen = if locking { Seen::Locked } else { Seen::Plain };
         let mut rc = ResultCapture::new(&live.rules, captures, unlocked, seen);
-        let out = self.relay(first, Expect::Query, RelayOpts { allow_infile, rows: Some(&mut rc), hold_until_row: hold }).await;
+        let out = self
+            .relay(first, Expect::Query, RelayOpts { allow_infile, rows: Some(&mut rc), hold_until_row: hold, ..RelayOpts::default() })
+            .await;
         let spoiled = rc.spoiled || out.as_ref().is_ok_and(|o| o.result_sets > 1 && hold);
         let mut captures = rc.captures;
         if spoiled && let Some(spec) = &rc.unlocked {

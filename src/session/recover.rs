@@ -4,9 +4,9 @@
 use super::SessionError;
 use super::command::{Session, cmd};
 use crate::ops::metrics::labels;
-use crate::retry::{self, Recovery, ResponseDigest, Situation};
+use crate::retry::{self, Recovery, Situation};
 use crate::wire::packets;
-use crate::wire::response::{Expect, Part, Response};
+use crate::wire::response::Expect;
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -127,29 +127,6 @@ impl Session {
             }
         }
         Ok(Ok(()))
-    }
-
-    /// Read a whole response without forwarding it; `None` if it asked for a file.
-    async fn read_digest(&mut self, expect: Expect) -> Result<Option<u64>, SessionError> {
-        let mut resp = Response::new(expect, self.state.deprecate_eof());
-        let mut digest = ResponseDigest::default();
-        let mut asked_file = false;
-        loop {
-            let p = self.read_server().await?;
-            let step = resp.feed(&p)?;
-            if let Some(s) = step.status {
-                self.state.status = s;
-            }
-            if step.part == Part::LocalInfile {
-                asked_file = true;
-                self.server.send(&[]).await?;
-                self.server.flush().await?;
-            }
-            digest.add(&p);
-            if step.done {
-                return Ok((!asked_file).then(|| digest.finish()));
-            }
-        }
     }
 }
 
