@@ -5,7 +5,12 @@ use thaw::config::{LogConfig, LogFormat};
 use thaw::rules::RuleSet;
 
 fn init_logging(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("THAW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let mut filter =
+        tracing_subscriber::EnvFilter::try_from_env("THAW_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    if cfg.redact_literals {
+        // The SQL parser's own debug events print statement text, literals included.
+        filter = filter.add_directive("sqlparser=off".parse().expect("static directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -716,3 +716,24 @@ fn upserts_into_a_governed_table_are_unhandled() {
     assert_eq!(rs.plan(other, &c.pc()), Plan::Forward);
     assert_eq!(rs.plan("INSERT INTO users (id) VALUES (9)", &c.pc()), Plan::Forward);
 }
+
+/// Reasons reach the logs: they must never carry a literal of the statement.
+#[test]
+fn reasons_carry_no_literals() {
+    let rs = billing();
+    let mut c = Ctx::new();
+    c.capture_user(&rs, "8", Some("5000"), Some("616"));
+    let secret = "4111111111111111";
+    for sql in [
+        format!("UPDATE users SET balance = (SELECT 1 FROM cards WHERE pan = '{secret}') WHERE id = 8"),
+        format!("UPDATE users SET balance = balance - 1 WHERE id IN (8) AND username = '{secret}'"),
+        format!("UPDATE users SET frozen_balance = IF(username LIKE '%{secret}%', 1, 2) WHERE id = 8"),
+        format!("SELECT * FROM users WHERE username = '{secret}' FOR UPDATE"),
+        format!("SELECT * FROM users WHERE id = 8 AND username IN (SELECT '{secret}') FOR UPDATE"),
+        format!("UPDATE users SET balance = 1, username = '{secret}' WHERE id = 8 OR id = 9"),
+    ] {
+        if let Plan::Unhandled { reason, fingerprint, .. } = rs.plan(&sql, &c.pc()) {
+            assert!(!reason.contains(secret) && !fingerprint.contains(secret), "{sql}: {reason} / {fingerprint}");
+        }
+    }
+}

@@ -115,7 +115,10 @@ impl Session {
         {
             return Ok(());
         }
-        let allow_infile = keyword == "LOAD" && contains_ci(sql, b"LOCAL");
+        // The server asks for a client file only for a LOAD DATA LOCAL it ran:
+        // one anywhere in the text (a later statement of a multi-statement
+        // packet, an executable comment) is the client's to answer.
+        let allow_infile = contains_ci(sql, b"LOAD") && contains_ci(sql, b"LOCAL");
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
         let class_locking = rewrite.is_none() && matches!(self.classified_shape(sql), Some(Shape::Read { locking: true }));
         let mut out = self.relay_capturing(first, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;

@@ -468,3 +468,28 @@ def test_connection_charsets(charset, db_name, direct_addr, thaw_addr):
         Q("SELECT * FROM `t\u00e4ble_missing`", err=1146),
     ]
     run("pymysql", steps, db_name, direct_addr, thaw_addr, charset=charset)
+
+
+@pytest.mark.parametrize("shape", ["second-of-multi", "executable-comment"])
+def test_load_data_local_in_multi_statement_and_executable_comment(shape, db_name, infiles, direct_addr, thaw_addr):
+    """The server's file request for a LOAD DATA LOCAL that is not the first
+    word of the text must reach the client, as it does direct."""
+    load = f"LOAD DATA LOCAL INFILE '{infiles['small']}' INTO TABLE ld FIELDS TERMINATED BY ',' (id, s, d)"
+    sql = f"SELECT 1; {load}" if shape == "second-of-multi" else f"/*!{load} */"
+    seen = {}
+    for via, (host, port) in (("direct", direct_addr), ("thaw", thaw_addr)):
+        db = f"{db_name}_{via}"
+        admin_exec(f"CREATE DATABASE {db}", f"CREATE TABLE {db}.ld (id INT, s VARCHAR(20), d DOUBLE)")
+        c = pymysql.connect(host=host, port=port, user="root", database=db, local_infile=True,
+                            client_flag=CLIENT.MULTI_STATEMENTS, autocommit=True)
+        try:
+            with c.cursor() as cur:
+                cur.execute(sql)
+                while cur.nextset():
+                    pass
+            seen[via] = admin_exec(f"SELECT id, s, d FROM {db}.ld ORDER BY id")
+        finally:
+            c.close()
+            admin_exec(f"DROP DATABASE {db}")
+    assert seen["direct"], "direct loaded nothing: the test does not test anything"
+    assert seen["thaw"] == seen["direct"]
