@@ -75,7 +75,9 @@ impl Session {
         if rules_apply && !self.state.settings_fresh {
             self.refresh_settings().await?;
         }
-        let step = if rules_apply { self.decide(sql) } else { Step::Send(None) };
+        // Read once: what the statement is matters only while captures exist.
+        let class = (rules_apply && !self.txn.captures.is_empty()).then(|| sql::classify(sql, self.modes()));
+        let step = if rules_apply { self.decide(sql, class.as_ref()) } else { Step::Send(None) };
         let (rewrite, validate) = match step {
             Step::Send(rw) => (rw, None),
             Step::ValidateThenSend { reason, rewrite } => (rewrite, Some(reason)),
@@ -91,7 +93,7 @@ impl Session {
                 }
                 // The rows are locked and as the app saw them: plan again, so
                 // an UPDATE of one of them still gets its guard.
-                match self.decide(sql) {
+                match self.decide(sql, class.as_ref()) {
                     Step::Send(rw) | Step::ValidateThenSend { rewrite: rw, .. } => rw,
                     Step::Refuse(_) => None,
                 }
@@ -120,7 +122,7 @@ impl Session {
         // packet, an executable comment) is the client's to answer.
         let allow_infile = contains_ci(sql, b"LOAD") && contains_ci(sql, b"LOCAL");
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
-        let class_locking = rewrite.is_none() && matches!(self.classified_shape(sql), Some(Shape::Read { locking: true }));
+        let class_locking = rewrite.is_none() && matches!(class.as_ref().map(|c| &c.shape), Some(Shape::Read { locking: true }));
         let mut out = self.relay_capturing(first, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;
         let mut sent = payload.clone();
         if out.held_empty {
@@ -135,7 +137,7 @@ impl Session {
             self.txn.captures.apply(&rw.on_success);
         }
         if rewrite.as_ref().is_none_or(|rw| !rw.proven) && !self.txn.captures.is_empty() {
-            self.forget_what_it_may_have_written(sql);
+            self.forget_what_it_may_have_written(class.as_ref());
         }
         if multi || !keeps_settings(&keyword) {
             self.state.settings_fresh = false;
@@ -180,17 +182,10 @@ impl Session {
         Modes { backslash_escapes: !self.state.no_backslash_escapes(), ansi_quotes: self.state.ansi_quotes() }
     }
 
-    fn classified_shape(&self, sql: &[u8]) -> Option<Shape> {
-        if self.txn.captures.is_empty() || self.live.rules.is_empty() {
-            return None;
-        }
-        Some(sql::classify(sql, self.modes()).shape)
-    }
-
     /// A statement thaw did not plan may have changed captured rows: their
     /// last-seen values are no longer known.
-    fn forget_what_it_may_have_written(&mut self, sql: &[u8]) {
-        let class = sql::classify(sql, self.modes());
+    fn forget_what_it_may_have_written(&mut self, class: Option<&sql::Classified>) {
+        let Some(class) = class else { return };
         match &class.shape {
             Shape::Unknown(_) => {
                 for t in self.live.rules.tables() {
@@ -209,7 +204,7 @@ impl Session {
     }
 
     /// Plan with the rules and gate by the protection window.
-    fn decide(&mut self, sql: &[u8]) -> Step {
+    fn decide(&mut self, sql: &[u8], class: Option<&sql::Classified>) -> Step {
         let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
         let parsable = self.state.charset_parsable() && !self.state.sql_mode_unsupported();
         let text = std::str::from_utf8(sql).ok().filter(|_| parsable);
@@ -231,11 +226,9 @@ impl Session {
             schema: self.state.schema.as_deref(),
         };
         let plan = self.live.rules.plan(text, &ctx);
-        let gate = if window {
-            let class = sql::classify(sql, self.modes());
-            window_gate(&self.live.rules, &plan, &class, &self.txn.captures)
-        } else {
-            None
+        let gate = match class {
+            Some(class) if window => window_gate(&self.live.rules, &plan, class, &self.txn.captures),
+            _ => None,
         };
         match plan {
             Plan::Forward => match gate {
