@@ -88,6 +88,8 @@ pub struct CapturedRow {
     pub uncertain: bool,
     /// How many result sets showed this row (a savepoint compares it).
     pub reads: u64,
+    /// The values the read that captured the row showed.
+    pub entry: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 impl CapturedRow {
@@ -143,6 +145,23 @@ pub struct Captures {
     rows: BTreeMap<RowId, CapturedRow>,
     /// lower_case_table_names != 0: schema and table names compare folded.
     pub fold_case: bool,
+    /// A result showed an unprotected row with values other than the app
+    /// last saw: a concurrent change the locked flow would have kept out.
+    /// The app now knows something it could not know direct, so the
+    /// transaction cannot go on (the session rolls it back, 1213).
+    pub diverged: bool,
+}
+
+/// Two values of a column as the text protocol shows them: numerically for
+/// exact numbers (`150` and `150.00` are the same BIGINT), else byte for byte.
+pub fn same_value(meta: &ColMeta, a: &Option<Vec<u8>>, b: &Option<Vec<u8>>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) if x != y && meta.is_exact_number() => {
+            let num = |v: &[u8]| std::str::from_utf8(v).ok().and_then(super::decimal::Decimal::parse).map(|d| d.normalized());
+            matches!((num(x), num(y)), (Some(p), Some(q)) if p == q)
+        }
+        _ => a == b,
+    }
 }
 
 /// The key value as captures file it: canonical for numbers.
@@ -152,7 +171,7 @@ pub fn canonical_key(text: &str, numeric: bool) -> String {
 
 impl Captures {
     pub fn with_fold_case(fold_case: bool) -> Self {
-        Captures { rows: BTreeMap::new(), fold_case }
+        Captures { rows: BTreeMap::new(), fold_case, diverged: false }
     }
 
     pub fn id(&self, schema: &str, table: &str, key: &str) -> RowId {
@@ -163,6 +182,7 @@ impl Captures {
     /// Forget everything (end of transaction, reset); keeps `fold_case`.
     pub fn clear(&mut self) {
         self.rows.clear();
+        self.diverged = false;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -211,11 +231,24 @@ impl Captures {
         if seen != Seen::Unlocked && !self.rows.contains_key(&id) {
             return;
         }
+        let fresh = !self.rows.contains_key(&id);
         let row =
             self.rows.entry(id).or_insert_with(|| CapturedRow { key_column: key_column.to_string(), key_meta, ..CapturedRow::default() });
         row.reads += 1;
+        if !fresh && !row.protected && !row.uncertain {
+            for (name, meta, v) in cols {
+                if let Some(old) = row.values.get(&name.to_ascii_lowercase())
+                    && !same_value(meta, old, v)
+                {
+                    self.diverged = true;
+                }
+            }
+        }
         for (name, meta, v) in cols {
             let n = name.to_ascii_lowercase();
+            if fresh {
+                row.entry.insert(n.clone(), v.clone());
+            }
             row.values.insert(n.clone(), v.clone());
             row.meta.insert(n, *meta);
         }
@@ -257,7 +290,10 @@ impl Captures {
                     row.protected = false;
                 }
                 None => {
-                    row.uncertain = true;
+                    // First read after the savepoint: the writes since are
+                    // undone, so the app's view is what that read showed.
+                    row.values = row.entry.clone();
+                    row.uncertain = row.reads > 1;
                     row.protected = false;
                 }
             }

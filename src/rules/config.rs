@@ -32,6 +32,9 @@ pub struct TableRule {
     pub views: Vec<String>,
     /// Remove lock clauses of keyed reads.
     pub unlock: bool,
+    /// Also remove `NOWAIT` and `SKIP LOCKED` locks: the app uses them
+    /// against contention, not as try-locks that keep a second worker out.
+    pub unlock_try_locks: bool,
     pub violation: ViolationPolicy,
     pub unhandled: UnhandledPolicy,
     /// When non-empty, only statements matching one of these are rewritten.
@@ -165,6 +168,8 @@ struct RawTable {
     views: Vec<Spanned<String>>,
     #[serde(default)]
     unlock: Option<bool>,
+    #[serde(default)]
+    unlock_try_locks: Option<bool>,
     #[serde(default)]
     violation: Option<Spanned<RawViolation>>,
     #[serde(default)]
@@ -359,6 +364,7 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
             trigger_tables,
             views,
             unlock: t.unlock.unwrap_or(true),
+            unlock_try_locks: t.unlock_try_locks.unwrap_or(false),
             violation,
             unhandled: t.unhandled.unwrap_or_default(),
             statements,

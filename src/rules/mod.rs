@@ -24,7 +24,7 @@ mod splice;
 
 use std::path::Path;
 
-pub use captures::{CaptureSpec, CaptureUpdate, CapturedRow, Captures, ColMeta, RowId, Seen, canonical_key};
+pub use captures::{CaptureSpec, CaptureUpdate, CapturedRow, Captures, ColMeta, RowId, Seen, canonical_key, same_value};
 pub use config::{ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy, render_message};
 pub use explain::{check, explain};
 pub use fingerprint::fingerprint;

@@ -10,6 +10,9 @@ use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
 
 /// `None`: safe to send inside the window. `Some(reason)`: validate first.
 pub fn window_gate(rules: &RuleSet, plan: &Plan, class: &Classified, captures: &Captures) -> Option<String> {
+    if !captures.has_window() {
+        return None;
+    }
     match plan {
         Plan::Reject { .. } => return None,
         Plan::Rewrite(rw) if rw.proven => return None,
@@ -22,6 +25,8 @@ pub fn window_gate(rules: &RuleSet, plan: &Plan, class: &Classified, captures: &
     let linked =
         |name: &str| rules.tables().any(|r| (r.table.eq_ignore_ascii_case(name) || r.links(name)) && captures.table_in_window(&r.table));
     let governed = |name: &str| rules.tables().any(|r| r.table.eq_ignore_ascii_case(name) || r.links(name));
+    // A table whose rows are in the window (not a view or trigger table of one).
+    let window_table = |name: &str| rules.table(name).is_some_and(|r| captures.table_in_window(&r.table));
     match &class.shape {
         Shape::Unknown(why) => Some((*why).to_string()),
         Shape::Transaction | Shape::Session | Shape::ImplicitCommit => None,
@@ -36,12 +41,21 @@ pub fn window_gate(rules: &RuleSet, plan: &Plan, class: &Classified, captures: &
                 Some(format!("{what} a governed table, a view or a trigger table ({})", target.name))
             } else if class.relations.iter().any(|r| linked(&r.name)) {
                 Some("write that reads rows in the protection window".into())
+            } else if let Some(r) = class.relations.iter().find(|r| !r.name.eq_ignore_ascii_case(&target.name)) {
+                // What it reads may be what the removed lock kept still.
+                Some(format!("write that reads another table ({})", r.name))
             } else {
                 None
             }
         }
         Shape::Read { .. } => {
-            if !class.relations.iter().any(|r| linked(&r.name)) {
+            // The removed lock may have been what kept another table still (a
+            // once-only check under the user's lock): only rows thaw tracks
+            // are read as they are.
+            if let Some(r) = class.relations.iter().find(|r| !window_table(&r.name)) {
+                return Some(format!("read of a table outside the protection window ({})", r.name));
+            }
+            if class.relations.is_empty() {
                 return None;
             }
             tracked_read(rules, class, &linked).err()
@@ -133,9 +147,9 @@ mod tests {
         for sql in [
             "SELECT * FROM users WHERE id = 8",
             "SELECT balance FROM users WHERE id = 8",
-            "SELECT u.id, u.balance, NOW() FROM users u JOIN logs l ON l.uid = u.id",
+            "SELECT u.id, u.balance, NOW() FROM users u WHERE u.id = 8",
             "SELECT a.id, a.balance, b.id, b.balance FROM users a JOIN users b ON a.id = b.id",
-            "SELECT COUNT(*) FROM logs",
+            "SELECT NOW(), 1",
             "INSERT INTO logs (user_id, amount) VALUES (8, 616)",
             "UPDATE logs SET status = 'x' WHERE id = 3",
             "SET @a = 1",
@@ -163,6 +177,9 @@ mod tests {
             "CALL credit(8)",
             "SELECT credit(8)",
             "UPDATE users SET balance = 0 WHERE id = 8; COMMIT",
+            "SELECT COUNT(*) FROM charges WHERE user_id = 8",
+            "SELECT u.id, u.balance FROM users u JOIN logs l ON l.uid = u.id",
+            "INSERT INTO charges (user_id) SELECT 8 FROM logs WHERE id = 1",
         ] {
             assert!(gate(sql).is_some(), "{sql}");
         }

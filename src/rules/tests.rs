@@ -108,6 +108,7 @@ fn legacy_trace() {
         .filter(|s| !s.is_empty())
         .map(|s| &*Box::leak(s.into_boxed_str()))
         .collect();
+    // The shipped rule says the app's SKIP LOCKED is a contention escape.
     let skip_locked = stmts.iter().find(|s| s.ends_with("FOR UPDATE SKIP LOCKED")).unwrap();
     let rw = rewrite(&rs, skip_locked, &ctx);
     assert_eq!(rw.action, Action::Unlock);
@@ -171,22 +172,20 @@ fn unlock_every_lock_form() {
     let rs = billing();
     let ctx = Ctx::new();
     let base = "SELECT * FROM users WHERE id = 8";
-    for clause in [
-        "FOR UPDATE",
-        "FOR SHARE",
-        "LOCK IN SHARE MODE",
-        "FOR UPDATE NOWAIT",
-        "FOR UPDATE SKIP LOCKED",
-        "FOR SHARE SKIP LOCKED",
-        "FOR UPDATE OF users",
-        "FOR UPDATE WAIT 3",
-        "LOCK IN SHARE MODE WAIT 3",
-    ] {
+    for clause in ["FOR UPDATE", "FOR SHARE", "LOCK IN SHARE MODE", "FOR UPDATE OF users", "FOR UPDATE WAIT 3", "LOCK IN SHARE MODE WAIT 3"]
+    {
         let rw = rewrite(&rs, &format!("{base} {clause}"), &ctx);
         assert_eq!(rw.sql, base, "{clause}");
         assert_eq!(rw.action, Action::Unlock);
         let rw = rewrite(&rs, &format!("{base} {clause} ; -- done\n"), &ctx);
         assert_eq!(rw.sql, format!("{base} ; -- done\n"), "{clause}");
+    }
+    // SKIP LOCKED is a claim: two workers must never both get the row.
+    // Try-locks keep their meaning unless the rule says `unlock_try_locks`.
+    for clause in ["FOR UPDATE SKIP LOCKED", "FOR SHARE SKIP LOCKED", "FOR UPDATE NOWAIT"] {
+        assert_eq!(rewrite(&rs, &format!("{base} {clause}"), &ctx).action, Action::Unlock, "{clause}");
+        let strict = rules("tables:\n  - table: users\n    key: id\n    balance_columns: [balance]\n");
+        assert_eq!(strict.plan(&format!("{base} {clause}"), &ctx.pc()), Plan::Forward, "{clause}");
     }
 }
 
@@ -677,7 +676,7 @@ proptest! {
 
     #[test]
     fn rewritten_reads_parse(key in 1u64..1000, s1 in spacing(), clause in prop::sample::select(vec![
-        "FOR UPDATE", "FOR SHARE", "LOCK IN SHARE MODE", "FOR UPDATE NOWAIT", "FOR UPDATE SKIP LOCKED", "FOR UPDATE WAIT 2",
+        "FOR UPDATE", "FOR SHARE", "LOCK IN SHARE MODE", "FOR UPDATE WAIT 2",
     ]), tail in prop::sample::select(vec!["", ";", " ; ", " -- done\n", " /* x */"])) {
         let rs = billing();
         let ctx = Ctx::new();

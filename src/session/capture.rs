@@ -39,13 +39,15 @@ pub struct ResultCapture<'r> {
     cols: Vec<ColDef>,
     groups: Option<Vec<Group>>,
     pub rows: u64,
+    /// Rows of the unlocked read: more than one means the key did not pin one row.
+    pub unlocked_rows: u64,
     /// A malformed packet: the rows shown could not be read.
     pub spoiled: bool,
 }
 
 impl<'r> ResultCapture<'r> {
     pub fn new(rules: &'r RuleSet, captures: Captures, unlocked: Option<CaptureSpec>, seen: Seen) -> Self {
-        ResultCapture { rules, captures, unlocked, seen, cols: Vec::new(), groups: None, rows: 0, spoiled: false }
+        ResultCapture { rules, captures, unlocked, seen, cols: Vec::new(), groups: None, rows: 0, unlocked_rows: 0, spoiled: false }
     }
 
     /// A new result set starts.
@@ -99,6 +101,10 @@ impl<'r> ResultCapture<'r> {
                 continue;
             }
             let Some(rule) = self.rules.table(&c.org_table) else { continue };
+            // Last-writer-wins columns prove nothing and are never compared.
+            if rule.class_of(&c.org_name.to_ascii_lowercase()) == crate::rules::ColumnClass::LastWriterWins {
+                continue;
+            }
             let g = match groups.iter_mut().position(|g| g.schema == c.schema && g.org_table == c.org_table && g.alias == c.alias) {
                 Some(p) => &mut groups[p],
                 None => {
@@ -172,6 +178,9 @@ impl<'r> ResultCapture<'r> {
                 .collect();
             let id = self.captures.id(&g.schema, &g.org_table, &key);
             let seen = if g.unlocked { Seen::Unlocked } else { self.seen };
+            if g.unlocked {
+                self.unlocked_rows += 1;
+            }
             self.captures.record(id, &g.key_column, key_meta, &cols, seen);
         }
         self.groups = Some(groups);

@@ -274,6 +274,7 @@ impl Session {
     /// transaction, prepared statements and session variables.
     fn reset_session_state(&mut self) {
         self.txn.end();
+        self.txn.xa = false;
         self.stmts.clear();
         self.state.simultaneous_assignment = None;
         self.state.settings_fresh = false;

@@ -59,18 +59,23 @@ impl Session {
         let ctl = sql::tx_control(sql);
         if let Some(err) = self.txn.aborted().cloned() {
             match ctl {
-                // The server has no transaction: its own answer to ROLLBACK is exact.
-                TxControl::Rollback { .. } => {}
+                // The server has no transaction: its own answer to ROLLBACK is
+                // exact, and BEGIN starts a new one (a retry loop that does not
+                // roll back after a deadlock, as the server already did).
+                TxControl::Rollback { .. } | TxControl::Begin => {}
                 TxControl::Commit { .. } => {
                     self.txn.end();
                     return self.answer_aborted(err).await;
                 }
                 _ => return self.answer_aborted(err).await,
             }
+        } else if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) {
+            return self.abort_diverged().await;
         }
         let keyword = first_keyword(sql);
         let multi = self.state.multi_statements && has_inner_semicolon(sql);
         let rules_apply = !self.live.rules.is_empty()
+            && !self.txn.xa
             && (!self.txn.captures.is_empty() || std::str::from_utf8(sql).is_ok_and(|t| self.live.rules.is_candidate(t)));
         if rules_apply && !self.state.settings_fresh {
             self.refresh_settings().await?;
@@ -168,7 +173,7 @@ impl Session {
         let out = self
             .relay(first, Expect::Query, RelayOpts { allow_infile, rows: Some(&mut rc), hold_until_row: hold, ..RelayOpts::default() })
             .await;
-        let spoiled = rc.spoiled || out.as_ref().is_ok_and(|o| o.result_sets > 1 && hold);
+        let spoiled = rc.spoiled || rc.unlocked_rows > 1 || out.as_ref().is_ok_and(|o| o.result_sets > 1 && hold);
         let mut captures = rc.captures;
         if spoiled && let Some(spec) = &rc.unlocked {
             tracing::warn!(table = %spec.table, "unlocked read could not be captured; writes to its rows will be validated");
@@ -193,7 +198,8 @@ impl Session {
                 }
             }
             // A new row: nothing captured changed (a duplicate key is an error).
-            Shape::Write { kind: sql::WriteKind::Insert { values_only: true }, .. } => {}
+            Shape::Write { kind: sql::WriteKind::Insert { values_only: true }, target }
+                if !self.live.rules.tables().any(|t| t.links(&target.name)) => {}
             Shape::Write { target, .. } => {
                 for t in self.live.rules.tables().filter(|t| t.table.eq_ignore_ascii_case(&target.name) || t.links(&target.name)) {
                     self.txn.captures.mark_uncertain(None, &t.table);
@@ -281,6 +287,9 @@ impl Session {
         if let Some(err) = self.txn.aborted().cloned() {
             return self.answer_aborted(err).await;
         }
+        if self.txn.captures.diverged {
+            return self.abort_diverged().await;
+        }
         let stmt = packet.get(1..5).and_then(|b| self.stmts.get(&u32::from_le_bytes(b.try_into().unwrap()))).cloned().unwrap_or_default();
         // Prepared statements are not planned: inside the window they are
         // unknown, so the window is validated before one runs.
@@ -305,6 +314,18 @@ impl Session {
         let opens_cursor = packet.get(5).is_some_and(|flags| flags & 0x07 != 0);
         self.after_statement(&ctl, &packet, &out, !retry_unsafe && !opens_cursor);
         Ok(())
+    }
+
+    /// A result showed the app a concurrent change the locked flow would
+    /// have kept out: the transaction cannot go on.
+    async fn abort_diverged(&mut self) -> Result<(), SessionError> {
+        self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
+        let error = ErrorResponse {
+            code: 1213,
+            sqlstate: "40001".into(),
+            message: "thaw: Deadlock found when trying to get lock; a row this transaction read was changed by another session; try restarting transaction".into(),
+        };
+        self.abort_transaction(error).await
     }
 
     /// A statement of a transaction thaw rolled back.

@@ -21,6 +21,9 @@ pub struct Txn {
     pub captures: Captures,
     savepoints: Vec<(String, Captures)>,
     pub recorder: Recorder,
+    /// An XA branch is open: thaw unlocks nothing in it (its rollback is
+    /// XA ROLLBACK with the app's xid, which thaw cannot issue safely).
+    pub xa: bool,
 }
 
 /// What a statement the server ran means for the transaction.
@@ -44,7 +47,13 @@ pub struct StatementEnd<'a> {
 
 impl Txn {
     pub fn new(fold_case: bool) -> Self {
-        Txn { phase: Phase::Idle, captures: Captures::with_fold_case(fold_case), savepoints: Vec::new(), recorder: Recorder::default() }
+        Txn {
+            phase: Phase::Idle,
+            captures: Captures::with_fold_case(fold_case),
+            savepoints: Vec::new(),
+            recorder: Recorder::default(),
+            xa: false,
+        }
     }
 
     /// The transaction is over (committed, rolled back, lost, reset).
@@ -75,7 +84,10 @@ impl Txn {
             return;
         }
         let was_open = self.phase == Phase::Open;
-        let mut ended = !e.in_trans || e.saw_idle;
+        // Savepoint statements never end a transaction; with autocommit off a
+        // SAVEPOINT may come before the server reports one (Django's atomic()).
+        let savepoint = matches!(e.ctl, TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_));
+        let mut ended = !savepoint && (!e.in_trans || e.saw_idle);
         if ok {
             match e.ctl {
                 // BEGIN inside a transaction commits it first.
@@ -100,6 +112,7 @@ impl Txn {
                         self.savepoints.truncate(pos);
                     }
                 }
+                TxControl::Xa { start } => self.xa = *start,
                 TxControl::None => {}
             }
         }

@@ -46,7 +46,10 @@ impl Session {
                 let cols: Vec<(String, crate::rules::ColMeta, Option<Vec<u8>>)> =
                     cols.iter().zip(got).map(|(c, v)| ((*c).clone(), row.meta.get(*c).copied().unwrap_or_default(), v.clone())).collect();
                 self.txn.captures.record(id.clone(), &row.key_column, row.key_meta, &cols, crate::rules::Seen::Locked);
-            } else if cols.iter().zip(got).any(|(c, v)| row.values.get(*c) != Some(v)) {
+            } else if cols.iter().zip(got).any(|(c, v)| {
+                let meta = row.meta.get(*c).copied().unwrap_or_default();
+                row.values.get(*c).is_none_or(|old| !crate::rules::same_value(&meta, old, v))
+            }) {
                 return Ok(false);
             }
             self.txn.captures.set_protected(&id);

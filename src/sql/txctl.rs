@@ -18,6 +18,10 @@ pub enum TxControl {
     Savepoint(String),
     RollbackTo(String),
     Release(String),
+    /// XA START / XA BEGIN (`start`), XA COMMIT / XA ROLLBACK.
+    Xa {
+        start: bool,
+    },
 }
 
 /// Up to `n` leading words, uppercased, skipping whitespace and comments.
@@ -73,6 +77,8 @@ pub fn tx_control(sql: &[u8]) -> TxControl {
         }
         ["SAVEPOINT", ..] => TxControl::Savepoint(name_after(1)),
         ["RELEASE", "SAVEPOINT", ..] => TxControl::Release(name_after(2)),
+        ["XA", "START" | "BEGIN", ..] => TxControl::Xa { start: true },
+        ["XA", "COMMIT" | "ROLLBACK", ..] => TxControl::Xa { start: false },
         _ => TxControl::None,
     }
 }
@@ -102,5 +108,7 @@ mod tests {
         assert_eq!(tx_control(b"-- c\nCOMMIT"), TxControl::Commit { chain: false });
         assert_eq!(tx_control(b"/*!COMMIT*/"), TxControl::None);
         assert_eq!(tx_control(b"SELECT 1"), TxControl::None);
+        assert_eq!(tx_control(b"XA START 'x'"), TxControl::Xa { start: true });
+        assert_eq!(tx_control(b"xa rollback 'x'"), TxControl::Xa { start: false });
     }
 }

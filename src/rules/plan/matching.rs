@@ -78,6 +78,8 @@ pub(super) fn literal_of(e: &Expr) -> Option<Lit> {
 pub(crate) struct KeyLit {
     /// Canonical text: numbers normalized, strings as is (what captures use).
     pub(crate) value: String,
+    /// Written as a number (not a quoted string).
+    pub(crate) numeric: bool,
 }
 
 pub(super) fn key_text(l: &Lit) -> Option<String> {
@@ -107,9 +109,10 @@ pub(crate) fn find_key(selection: &Expr, key: &str, quals: &[String]) -> Option<
         if let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = c {
             for (col, lit) in [(left, right), (right, left)] {
                 if column_of(col, quals).as_deref() == Some(key)
-                    && let Some(value) = literal_of(lit).as_ref().and_then(key_text)
+                    && let Some(l) = literal_of(lit)
+                    && let Some(value) = key_text(&l)
                 {
-                    return Some(KeyLit { value });
+                    return Some(KeyLit { value, numeric: matches!(l, Lit::Number(_)) });
                 }
             }
         }

@@ -18,6 +18,7 @@ pub(super) fn plan_select<'r>(
     body: &[Tok],
     q: &sqlparser::ast::Query,
     cut: (usize, usize),
+    try_lock: bool,
     ctx: &PlanContext<'_>,
 ) -> Outcome<'r> {
     let not_simple = || unh(mentioned, "locking read that is not a single-table SELECT");
@@ -29,7 +30,10 @@ pub(super) fn plan_select<'r>(
     let Some(rule) = last_ident(name).and_then(|t| rules.table(&t.value)) else {
         return Err(unh(mentioned, "locking read of another table that mentions a governed table"));
     };
-    if !rule.unlock {
+    // NOWAIT and SKIP LOCKED are try-locks: "give up (or skip the row) if
+    // another worker has it". Unlocked, two workers would both go on; only a
+    // rule that says they are mere contention escapes removes them.
+    if !rule.unlock || (try_lock && !rule.unlock_try_locks) {
         return Ok(None);
     }
     if body.iter().filter(|t| t.is_kw(Keyword::SELECT)).count() != 1 {

@@ -246,6 +246,11 @@ pub(super) fn plan_update<'r>(
     if captured_row.is_some_and(|r| r.uncertain) {
         return Err(unh(rule, "the app saw this row in a form thaw could not attribute"));
     }
+    // A number compared with a string key matches '8', '08', '8.0': more
+    // rows than the one captured.
+    if captured_row.is_some_and(|r| !r.key_meta.is_exact_number() && r.key_meta != ColMeta::default() && key.numeric) {
+        return Err(unh(rule, "a numeric literal compared with a string key"));
+    }
     // LIMIT 0 writes nothing and locks nothing.
     if u.limit.as_ref().is_some_and(|l| literal_of(l).is_some_and(|v| v == Lit::Number("0".into()))) {
         return Ok(Some(pass(rule, sql, None, true)));
@@ -290,7 +295,10 @@ pub(super) fn plan_update<'r>(
             // `col = col ± n` keeps the capture exact; any other expression of
             // itself leaves it unknown, which a row in the window cannot afford.
             match (step_of(&u.assignments[i].value, col, &quals), captured_text.and_then(Decimal::parse)) {
-                (Some(step), Some(old)) => on_success.push(set(Some(stored(&old.add(&step), &meta)))),
+                (Some(step), Some(old)) => on_success.push(match stored(&old.add(&step), &meta) {
+                    Some(v) => set(Some(v)),
+                    None => forget(),
+                }),
                 _ if row.in_window() => return Err(unh(rule, format!("{col} written relative to itself in a form thaw cannot follow"))),
                 _ => on_success.push(forget()),
             }
@@ -314,7 +322,10 @@ pub(super) fn plan_update<'r>(
             let expr = if d.is_negative() { format!("{target_sql} - {}", d.abs()) } else { format!("{target_sql} + {d}") };
             edits.push(Edit::replace(a.value.0, a.value.1, expr.clone()));
             new_value[i] = Some(expr);
-            on_success.push(set(Some(stored(new, &meta))));
+            on_success.push(match stored(new, &meta) {
+                Some(v) => set(Some(v)),
+                None => forget(),
+            });
             delta = true;
             continue;
         }
@@ -401,12 +412,20 @@ pub(super) fn pass(rule: &TableRule, sql: &str, row: Option<RowId>, proven: bool
     }
 }
 
-/// The value a column stores for `v`: DECIMAL scale applied.
-pub(super) fn stored(v: &Decimal, meta: &ColMeta) -> String {
-    if matches!(meta.col_type, crate::rules::captures::types::DECIMAL | crate::rules::captures::types::NEWDECIMAL) {
-        v.round_to(u32::from(meta.decimals)).to_string()
+/// The value a column stores for `v`: DECIMAL scale applied, integers
+/// rounded (half away from zero, as the server stores `150.5` into BIGINT).
+/// `None` for a type whose stored text thaw cannot predict (FLOAT, DOUBLE).
+fn stored(v: &Decimal, meta: &ColMeta) -> Option<String> {
+    use crate::rules::captures::types::{DECIMAL, NEWDECIMAL};
+    if matches!(meta.col_type, DECIMAL | NEWDECIMAL) {
+        Some(v.round_to(u32::from(meta.decimals)).to_string())
+    } else if meta.is_exact_number() {
+        Some(v.round_to(0).to_string())
+    } else if meta.is_inexact() {
+        None
     } else {
-        v.to_string()
+        // Unknown metadata (explain, tests): the value as written.
+        Some(v.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from safety.harness import (
-    DEADLOCK, App, Env, check, other_freeze, run_with_retry, std_books, std_setup,
+    DEADLOCK, App, Endpoint, Env, check, other_freeze, run_with_retry, std_books, std_setup,
 )
 
 USER_ROW = "SELECT id, username, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE"
@@ -199,14 +199,32 @@ def test_idempotent_charge_checked_under_the_user_lock(via, subject, direct):
     check(scenario, setup=std_setup(charges), via=via, subject=subject, direct=direct, concurrent=True, books=books)
 
 
+# The shipped billing rules say `unlock_try_locks: true` for users (the
+# legacy app uses SKIP LOCKED with a plain-read fallback: a contention
+# escape). A rule without it must keep a try-lock's meaning.
+CLAIM_RULES = """
+    tables:
+      - table: users
+        key: id
+        invariants: [balance - frozen_balance >= 0, frozen_balance >= 0]
+        balance_columns: [balance, frozen_balance]
+        last_writer_wins: [updated_at]
+"""
+
+
 @pytest.mark.parametrize("clause", ["FOR UPDATE SKIP LOCKED", "FOR UPDATE NOWAIT"])
-def test_skip_locked_or_nowait_read_is_unlocked(via, subject, direct, clause):
+def test_skip_locked_or_nowait_read_is_unlocked(via, direct, clause, request):
     """A billing worker claims a user with SKIP LOCKED / NOWAIT: if another
     worker holds the user, it moves on. Direct it gets no row (SKIP LOCKED) or
     an immediate lock error (NOWAIT) and does not charge. thaw removes the
     whole clause, the read returns the row, and the worker charges a user that
     the other worker is charging at the same moment: two freezes."""
     import threading
+
+    subject = direct
+    if via == "thaw":
+        t = request.getfixturevalue("make_thaw")(CLAIM_RULES)
+        subject = Endpoint("thaw", t.host, t.port)
 
     from safety.harness import error_code
 
