@@ -41,11 +41,13 @@ pub fn window_gate(rules: &RuleSet, plan: &Plan, class: &Classified, captures: &
                 Some(format!("{what} a governed table, a view or a trigger table ({})", target.name))
             } else if class.relations.iter().any(|r| linked(&r.name)) {
                 Some("write that reads rows in the protection window".into())
-            } else if let Some(r) = class.relations.iter().find(|r| !r.name.eq_ignore_ascii_case(&target.name)) {
-                // What it reads may be what the removed lock kept still.
-                Some(format!("write that reads another table ({})", r.name))
             } else {
-                None
+                // What it reads may be what the removed lock kept still.
+                class
+                    .relations
+                    .iter()
+                    .find(|r| !r.name.eq_ignore_ascii_case(&target.name))
+                    .map(|r| format!("write that reads another table ({})", r.name))
             }
         }
         Shape::Read { .. } => {

@@ -152,7 +152,7 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
     match (&stmt, &lock) {
         (Statement::Query(q), LockClause::Trailing { first, end, cut_start, cut_end }) => {
             let try_lock = toks[*first..*end].iter().any(|t| t.is_kw(Keyword::NOWAIT) || t.is_kw(Keyword::SKIP));
-            plan_select(rules, mentioned, sql, &body, q, (*cut_start, *cut_end), try_lock, ctx)
+            plan_select(rules, mentioned, sql, &body, q, select::LockCut { cut: (*cut_start, *cut_end), try_lock }, ctx)
         }
         (Statement::Update(u), LockClause::None) => plan_update(rules, mentioned, sql, toks, u, ctx),
         // An upsert into a governed table writes a row with no guard thaw can

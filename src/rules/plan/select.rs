@@ -11,14 +11,20 @@ use sqlparser::tokenizer::Token;
 
 // ---- locking reads -----------------------------------------------------------
 
+/// The lock clause of a read: the bytes to cut, and whether it is a try-lock.
+pub(super) struct LockCut {
+    pub(super) cut: (usize, usize),
+    /// NOWAIT or SKIP LOCKED.
+    pub(super) try_lock: bool,
+}
+
 pub(super) fn plan_select<'r>(
     rules: &'r RuleSet,
     mentioned: &'r TableRule,
     sql: &str,
     body: &[Tok],
     q: &sqlparser::ast::Query,
-    cut: (usize, usize),
-    try_lock: bool,
+    lock: LockCut,
     ctx: &PlanContext<'_>,
 ) -> Outcome<'r> {
     let not_simple = || unh(mentioned, "locking read that is not a single-table SELECT");
@@ -33,7 +39,7 @@ pub(super) fn plan_select<'r>(
     // NOWAIT and SKIP LOCKED are try-locks: "give up (or skip the row) if
     // another worker has it". Unlocked, two workers would both go on; only a
     // rule that says they are mere contention escapes removes them.
-    if !rule.unlock || (try_lock && !rule.unlock_try_locks) {
+    if !rule.unlock || (lock.try_lock && !rule.unlock_try_locks) {
         return Ok(None);
     }
     if body.iter().filter(|t| t.is_kw(Keyword::SELECT)).count() != 1 {
@@ -55,7 +61,7 @@ pub(super) fn plan_select<'r>(
     let mut notes = Vec::new();
     // Nothing to capture for a rule without balance or CAS columns.
     let capture = ctx.in_transaction.then(|| capture_spec(rule, s, &key, &mut notes)).filter(|c| !c.columns.is_empty());
-    let new_sql = apply(sql, &[Edit::delete(cut.0, cut.1)]).map_err(|e| unh(rule, format!("internal: {e}")))?;
+    let new_sql = apply(sql, &[Edit::delete(lock.cut.0, lock.cut.1)]).map_err(|e| unh(rule, format!("internal: {e}")))?;
     Ok(Some(Rewrite {
         sql: new_sql,
         rule: rule.name.clone(),
