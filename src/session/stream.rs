@@ -108,6 +108,8 @@ impl Session {
             return Ok(());
         }
         let allow_infile = command == cmd::QUERY && first_keyword(&prefix[1..]) == "LOAD" && contains_ci(&prefix[1..], b"LOCAL");
+        // Validation's side queries may have run since the command arrived.
+        self.server.reset_seq();
         self.stream_to_server(first_len, &prefix).await?;
         let first = self.read_server().await?;
         let expect = if command == cmd::QUERY { Expect::Query } else { Expect::Execute };
@@ -182,19 +184,33 @@ impl Session {
     /// A write to the server failed. A server refusing a packet over its
     /// max_allowed_packet sends ERR 1153 and closes, so the write fails but
     /// the ERR is still there to read: the client gets it as the server sent
-    /// it (the rest of its packet is read and dropped for a few seconds, so
-    /// it can finish sending and read it), then the connection closes.
+    /// it (after the rest of its packet is read and dropped, for at most a
+    /// few seconds, so it can finish sending and read it), then the
+    /// connection closes.
     pub(super) async fn backend_write_failed(&mut self, e: WireError) -> SessionError {
         let read = tokio::time::timeout(Duration::from_secs(2), self.server.read()).await;
         let Ok(Ok(Some(p))) = read else { return e.into() };
         let Some(err) = packets::parse_err(&p) else { return e.into() };
         tracing::info!(code = err.code, "backend refused the command and closed the connection");
         self.shared.metrics.backend_errors.get_or_create(&labels([("code", err.code.to_string())])).inc();
-        // Frames reach the server as the client numbered them: its sequence id is the client's.
-        self.client.set_seq(self.server.seq().wrapping_sub(1));
-        if self.client.send(&p).await.is_ok() && self.client.flush().await.is_ok() {
-            let _ = tokio::time::timeout(DRAIN_AFTER_REFUSAL, async { while let Ok(Some(_)) = self.client.next_piece().await {} }).await;
+        // Read the rest of what the client is sending (bounded in time, not
+        // buffered), so it can finish and read the error; the ERR then follows
+        // its last frame. If it never finishes, the server's numbering is kept.
+        let drained = tokio::time::timeout(DRAIN_AFTER_REFUSAL, async {
+            loop {
+                match self.client.next_piece().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        if drained != Ok(true) {
+            self.client.set_seq(self.server.seq().wrapping_sub(1));
         }
+        let _ = self.client.send(&p).await;
+        let _ = self.client.flush().await;
         SessionError::BackendClosed
     }
 
