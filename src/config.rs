@@ -30,6 +30,7 @@ pub struct Config {
     /// Largest packet thaw accepts from either side (the server enforces its own limit too).
     pub max_packet_bytes: usize,
     pub connect_timeout_ms: u64,
+    pub limits: LimitsConfig,
     pub retry: RetryConfig,
     /// Credentials for the readiness probe's mysql_async ping; without them
     /// readiness checks TCP plus a server greeting.
@@ -48,6 +49,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             max_packet_bytes: 1 << 30,
             connect_timeout_ms: 5000,
+            limits: LimitsConfig::default(),
             retry: RetryConfig::default(),
             probe: None,
         }
@@ -98,6 +100,26 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig { format: LogFormat::Text, level: "info".into(), redact_literals: true }
+    }
+}
+
+/// How much client data thaw holds in memory. Packets over a budget are not
+/// refused: they are streamed to the server frame by frame, unplanned.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest packet a client may send before it has logged in (its
+    /// handshake response and auth packets).
+    pub handshake_max_bytes: usize,
+    /// Per connection: the largest client packet thaw buffers (and plans).
+    pub connection_buffer_bytes: usize,
+    /// All connections together: buffered client packets over 64 KiB.
+    pub global_buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { handshake_max_bytes: 64 << 10, connection_buffer_bytes: 1 << 20, global_buffer_bytes: 32 << 20 }
     }
 }
 
@@ -165,6 +187,13 @@ impl Config {
         if self.max_packet_bytes < 1024 {
             return Err("max_packet_bytes must be at least 1024".into());
         }
+        let l = &self.limits;
+        if l.handshake_max_bytes < 1024 || l.handshake_max_bytes > self.max_packet_bytes {
+            return Err("limits.handshake_max_bytes must be between 1024 and max_packet_bytes".into());
+        }
+        if l.connection_buffer_bytes < 1024 || l.connection_buffer_bytes > l.global_buffer_bytes {
+            return Err("limits.connection_buffer_bytes must be at least 1024 and at most limits.global_buffer_bytes".into());
+        }
         if self.retry.attempts > 100 {
             return Err("retry.attempts above 100 is not sensible".into());
         }
@@ -205,6 +234,18 @@ mod tests {
         let err = Config::parse("listen: 127.0.0.1:3307\nretry:\n  atempts: 5\n", "thaw.yaml").unwrap_err().to_string();
         assert!(err.starts_with("thaw.yaml:3:3: "), "{err}");
         assert!(err.contains("atempts"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let c = Config::parse("limits:\n  connection_buffer_bytes: 4096\n", "c.yaml").unwrap();
+        assert_eq!(c.limits.connection_buffer_bytes, 4096);
+        assert_eq!(c.limits.handshake_max_bytes, 65536);
+        assert_eq!(c.limits.global_buffer_bytes, 32 << 20);
+        let err = Config::parse("limits:\n  connection_buffer_bytes: 64000000\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().contains("global_buffer_bytes"), "{err}");
+        let err = Config::parse("limits:\n  handshake_max_bytes: 10\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().contains("handshake_max_bytes"), "{err}");
     }
 
     #[test]

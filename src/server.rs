@@ -46,6 +46,7 @@ pub async fn run(
         metrics: metrics.clone(),
         drain: drain_rx.clone(),
         logged_unhandled: Default::default(),
+        buffers: crate::session::budget::Budget::new(config.limits.global_buffer_bytes, metrics.buffered_bytes.clone()),
     });
     // Admin first: once the proxy port accepts, /metrics and /readyz answer too.
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;

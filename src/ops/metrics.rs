@@ -30,6 +30,12 @@ pub struct Metrics {
     pub reloads: Family<Labels, Counter>,
     pub rules_generation: Gauge,
     pub draining: Gauge,
+    /// Bytes of large client packets buffered now, all connections (the global budget in use).
+    pub buffered_bytes: Gauge,
+    /// Client packets streamed to the server instead of buffered, by reason.
+    pub streamed_packets: Family<Labels, Counter>,
+    /// Client packets over a limit: the connection got ERR 1153 and was closed, by phase.
+    pub packets_too_large: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,6 +65,9 @@ impl Metrics {
             reloads: Family::default(),
             rules_generation: Gauge::default(),
             draining: Gauge::default(),
+            buffered_bytes: Gauge::default(),
+            streamed_packets: Family::default(),
+            packets_too_large: Family::default(),
             registry: Registry::default(),
         };
         registry.register("client_connections_open", "Client connections currently open", m.connections_open.clone());
@@ -92,6 +101,27 @@ impl Metrics {
         registry.register("rules_reloads", "Rules and config reloads, by outcome", m.reloads.clone());
         registry.register("rules_generation", "Generation of the rules in force (1 = loaded at start)", m.rules_generation.clone());
         registry.register("draining", "1 while shutting down", m.draining.clone());
+        registry.register(
+            "client_buffered_bytes",
+            "Bytes of client packets over 64 KiB buffered now, all connections (limits.global_buffer_bytes in use)",
+            m.buffered_bytes.clone(),
+        );
+        registry.register(
+            "client_packets_streamed",
+            "Client packets streamed to the server frame by frame instead of buffered, by reason (size, budget)",
+            m.streamed_packets.clone(),
+        );
+        registry.register(
+            "client_packets_too_large",
+            "Client packets over a limit, answered with ERR 1153 and a close, by phase (handshake, command)",
+            m.packets_too_large.clone(),
+        );
+        for reason in ["size", "budget"] {
+            let _ = m.streamed_packets.get_or_create(&labels([("reason", reason.into())]));
+        }
+        for phase in ["handshake", "command"] {
+            let _ = m.packets_too_large.get_or_create(&labels([("phase", phase.into())]));
+        }
         // Series an alert takes increase() of must exist before their first event.
         for outcome in ["success", "failure"] {
             let _ = m.reloads.get_or_create(&labels([("outcome", outcome.into())]));

@@ -112,6 +112,7 @@ impl Reloader {
         keep!(backend);
         keep!(backend_tls);
         keep!(max_packet_bytes);
+        keep!(limits);
         keep!(log.format);
         keep!(log.level);
         if !ignored.is_empty() {

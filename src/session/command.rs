@@ -6,7 +6,10 @@ use super::response::Outcome;
 use super::state::ConnState;
 use super::txn::{StatementEnd, Txn};
 use super::{SessionError, Shared};
+use crate::ops::metrics::labels;
 use crate::ops::reload::Generation;
+use crate::wire::WireError;
+use crate::wire::conn::{MAX_FRAME, READ_CHUNK};
 use crate::wire::packets;
 use crate::wire::response::Expect;
 use bytes::Bytes;
@@ -37,6 +40,14 @@ pub mod cmd {
     pub const SET_OPTION: u8 = 0x1B;
     pub const STMT_FETCH: u8 = 0x1C;
     pub const RESET_CONNECTION: u8 = 0x1F;
+}
+
+/// How a client packet is read, decided from its first frame header.
+enum Admit {
+    /// Read it whole; a packet over 64 KiB holds bytes of the global budget.
+    Buffer(Option<super::budget::Reservation>),
+    /// Too large to buffer (reason `size` or `budget`): streamed to the server.
+    Stream(&'static str),
 }
 
 /// What the session remembers of a prepared statement.
@@ -97,24 +108,63 @@ impl Session {
                 return Ok(());
             }
             let Session { client, server, drain, .. } = &mut self;
-            let packet = tokio::select! {
-                p = client.read() => match p? {
-                    Some(p) if !p.is_empty() => p,
-                    Some(_) => return Err(SessionError::Protocol("empty command packet")),
-                    None => return Err(SessionError::ClientClosed),
+            // Only the frame header is awaited here: whether the packet is
+            // buffered or streamed is decided from it, before its body is read.
+            let len = tokio::select! {
+                l = client.next_frame_len() => match l {
+                    Ok(Some(l)) => l,
+                    Ok(None) => return Err(SessionError::ClientClosed),
+                    Err(e) => return Err(self.client_read_failed(e).await),
                 },
                 p = server.read() => return self.unsolicited(p).await,
                 _ = drain.changed(), if !draining => continue,
             };
             let started = Instant::now();
-            let command = packet[0];
-            self.shared.metrics.command(command).inc();
-            let keep_going = self.dispatch(packet).await?;
+            let keep_going = match self.admit(len) {
+                Admit::Buffer(reservation) => {
+                    let packet = match self.client.read().await {
+                        Ok(Some(p)) if !p.is_empty() => p,
+                        Ok(Some(_)) => return Err(SessionError::Protocol("empty command packet")),
+                        Ok(None) => return Err(SessionError::ClientClosed),
+                        Err(e) => return Err(self.client_read_failed(e).await),
+                    };
+                    self.shared.metrics.command(packet[0]).inc();
+                    let keep_going = self.dispatch(packet).await?;
+                    drop(reservation);
+                    keep_going
+                }
+                Admit::Stream(reason) => self.dispatch_streamed(reason).await?,
+            };
             self.shared.metrics.statement_seconds.observe(started.elapsed().as_secs_f64());
             if !keep_going {
                 return Ok(());
             }
         }
+    }
+
+    /// Buffer the client packet whose first frame is `len` bytes, or stream it.
+    fn admit(&self, len: usize) -> Admit {
+        if len <= READ_CHUNK {
+            return Admit::Buffer(None);
+        }
+        // A full frame means more follow: a packet of 16 MiB or more is always streamed.
+        if len >= MAX_FRAME || len > self.shared.config.limits.connection_buffer_bytes {
+            return Admit::Stream("size");
+        }
+        match self.shared.buffers.try_reserve(len) {
+            Some(r) => Admit::Buffer(Some(r)),
+            None => Admit::Stream("budget"),
+        }
+    }
+
+    /// A client read failed: a packet over `max_packet_bytes` gets ERR 1153.
+    pub(super) async fn client_read_failed(&mut self, e: WireError) -> SessionError {
+        if let WireError::TooLarge(n, max) = e {
+            self.shared.metrics.packets_too_large.get_or_create(&labels([("phase", "command".into())])).inc();
+            tracing::warn!(bytes = n, limit = max, "client packet over max_packet_bytes; closing");
+            let _ = super::refuse_too_large(&mut self.client, "max_packet_bytes", max).await;
+        }
+        e.into()
     }
 
     /// A packet from the server while no command runs: a shutdown or
@@ -303,7 +353,7 @@ impl Session {
     }
 }
 
-fn stmt_id(p: &[u8]) -> Option<u32> {
+pub(super) fn stmt_id(p: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(p.get(1..5)?.try_into().ok()?))
 }
 

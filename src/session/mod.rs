@@ -1,6 +1,7 @@
 //! One task per client connection: connect the backend, relay the
 //! handshake, then relay commands until either side goes away.
 pub mod backend;
+pub mod budget;
 mod capture;
 mod command;
 pub mod handshake;
@@ -8,11 +9,13 @@ mod query;
 mod recover;
 mod response;
 pub mod state;
+mod stream;
 mod txn;
 mod validate;
 
 use crate::config::Config;
 use crate::ops::Metrics;
+use crate::ops::metrics::labels;
 use crate::ops::reload::Generation;
 use crate::wire::{PacketIo, WireError};
 use backend::{BackendStream, TlsError, TlsSetup};
@@ -36,6 +39,8 @@ pub struct Shared {
     pub drain: watch::Receiver<bool>,
     /// Fingerprints of unhandled statements already logged (log once each).
     pub logged_unhandled: Mutex<HashSet<String>>,
+    /// `limits.global_buffer_bytes`: shared by every connection.
+    pub buffers: Arc<budget::Budget>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +85,8 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError> {
     let _ = client.set_nodelay(true);
     let cfg = &shared.config;
-    let mut client = PacketIo::new(client, cfg.max_packet_bytes);
+    // Until the client has logged in, its packets are held to the handshake limit.
+    let mut client = PacketIo::new(client, cfg.limits.handshake_max_bytes);
     let connect_timeout = Duration::from_millis(shared.generation.borrow().config.connect_timeout_ms);
     let connect = tokio::time::timeout(connect_timeout, TcpStream::connect(&cfg.backend)).await;
     let tcp = match connect {
@@ -90,12 +96,30 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
     };
     let _ = tcp.set_nodelay(true);
     let server = PacketIo::new(BackendStream::Plain(tcp), cfg.max_packet_bytes);
-    let Some((server, state)) = handshake::relay(&mut client, server, &shared.tls, cfg.max_packet_bytes).await? else {
+    let relayed = match handshake::relay(&mut client, server, &shared.tls, cfg.max_packet_bytes).await {
+        Err(SessionError::Wire(WireError::TooLarge(n, max))) => {
+            shared.metrics.packets_too_large.get_or_create(&labels([("phase", "handshake".into())])).inc();
+            tracing::warn!(bytes = n, limit = max, "client packet before login over limits.handshake_max_bytes; closing");
+            let _ = refuse_too_large(&mut client, "limits.handshake_max_bytes", max).await;
+            return Err(SessionError::Wire(WireError::TooLarge(n, max)));
+        }
+        r => r?,
+    };
+    let Some((server, state)) = relayed else {
         return Ok(());
     };
+    client.set_max_packet(cfg.max_packet_bytes);
     tracing::Span::current().record("thread_id", state.thread_id);
     tracing::debug!(user = %state.user, schema = ?state.schema, "authenticated");
     command::Session::new(client, server, state, shared).run().await
+}
+
+/// A client packet over one of thaw's limits: ERR 1153 as the server sends
+/// for one over its max_allowed_packet (the connection is closed after it).
+pub(crate) async fn refuse_too_large(client: &mut handshake::ClientIo, setting: &str, limit: usize) -> Result<(), SessionError> {
+    let msg = format!("Got a packet bigger than 'max_allowed_packet' bytes (thaw: {setting} is {limit})");
+    client.send(&crate::wire::packets::build_err(1153, "08S01", &msg)).await?;
+    Ok(client.flush().await?)
 }
 
 /// The client has sent nothing yet: answer with a pre-handshake ERR as a

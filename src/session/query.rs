@@ -329,7 +329,7 @@ impl Session {
     }
 
     /// A statement of a transaction thaw rolled back.
-    async fn answer_aborted(&mut self, err: ErrorResponse) -> Result<(), SessionError> {
+    pub(super) async fn answer_aborted(&mut self, err: ErrorResponse) -> Result<(), SessionError> {
         self.shared.metrics.aborted_statements.inc();
         self.client.send(&packets::build_err(err.code, &err.sqlstate, &err.message)).await?;
         Ok(self.client.flush().await?)

@@ -17,8 +17,7 @@ impl Session {
     pub(super) async fn send_recovering(&mut self, payload: &[u8], retry_unsafe: bool, in_tx: bool) -> Result<Bytes, SessionError> {
         // A side query (settings, validation) may have run since the command arrived.
         self.server.reset_seq();
-        self.server.send(payload).await?;
-        self.server.flush().await?;
+        self.send_to_server(payload).await?;
         let started = std::time::Instant::now();
         let mut first = self.read_server().await?;
         let original = first.clone();
@@ -91,8 +90,7 @@ impl Session {
             }
             pending = Some((kind, err.code));
             self.server.reset_seq();
-            self.server.send(payload).await?;
-            self.server.flush().await?;
+            self.send_to_server(payload).await?;
             first = tokio::select! {
                 p = self.server.read() => p?.ok_or(SessionError::BackendClosed)?,
                 _ = self.client.closed() => {

@@ -54,8 +54,7 @@ pub(super) struct SideResult {
 impl Session {
     /// Send a command unchanged and relay its whole response.
     pub async fn forward(&mut self, packet: &[u8], expect: Expect) -> Result<Outcome, SessionError> {
-        self.server.send(packet).await?;
-        self.server.flush().await?;
+        self.send_to_server(packet).await?;
         let first = self.read_server().await?;
         self.relay(first, expect, RelayOpts::default()).await
     }
@@ -183,19 +182,6 @@ impl Session {
         }
         out.digest = digest.finish();
         Ok(out)
-    }
-
-    /// LOAD DATA LOCAL: the client's file packets go to the server up to and
-    /// including the empty packet that ends them.
-    async fn relay_upload(&mut self) -> Result<(), SessionError> {
-        loop {
-            let p = self.client.read().await?.ok_or(SessionError::ClientClosed)?;
-            self.server.send(&p).await?;
-            if p.is_empty() {
-                self.server.flush().await?;
-                return Ok(());
-            }
-        }
     }
 
     /// Run a statement of thaw's own on the backend; nothing reaches the client.

@@ -88,6 +88,8 @@ impl Session {
             message: format!("thaw: this transaction was rolled back ({} {}); send ROLLBACK and retry it", error.code, error.sqlstate),
         };
         self.txn.abort(after);
+        // A streamed statement the client is still sending is read to its end first.
+        self.discard_streamed().await?;
         self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
         Ok(self.client.flush().await?)
     }

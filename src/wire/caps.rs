@@ -103,8 +103,10 @@ pub fn patch_client_response(p: &mut [u8]) -> Result<ClientHello, WireError> {
     i += nul + 1;
     // Skip the auth response; only its length matters here.
     if caps & PLUGIN_AUTH_LENENC != 0 {
+        // The length is the client's to choose (up to 8 bytes): checked, never wrapped.
         let (len, used) = super::packets::lenenc_int(p.get(i..).ok_or(BAD)?).ok_or(BAD)?;
-        i += used + len as usize;
+        let len = usize::try_from(len).map_err(|_| BAD)?;
+        i = i.checked_add(used).and_then(|i| i.checked_add(len)).ok_or(BAD)?;
     } else if caps & SECURE_CONNECTION != 0 {
         let len = *p.get(i).ok_or(BAD)? as usize;
         i += 1 + len;
@@ -177,5 +179,35 @@ mod tests {
         assert_eq!(h.database.as_deref(), Some("billing"));
         assert_eq!(h.caps & (SSL | C::CLIENT_COMPRESS.bits()), 0);
         assert_eq!(u32::from_le_bytes(p[0..4].try_into().unwrap()), h.caps);
+    }
+
+    fn response_with_auth(auth: &[u8]) -> Vec<u8> {
+        let caps = PLUGIN_AUTH_LENENC | SECURE_CONNECTION | CONNECT_WITH_DB | C::CLIENT_PROTOCOL_41.bits();
+        let mut p = caps.to_le_bytes().to_vec();
+        p.extend_from_slice(&[0; 28]);
+        p.extend_from_slice(b"root\0");
+        p.extend_from_slice(auth);
+        p
+    }
+
+    #[test]
+    fn huge_auth_length_is_malformed_not_an_overflow() {
+        // An 8-byte length of u64::MAX (and others near usize::MAX) used to
+        // overflow `i += used + len` (a panic with overflow checks on).
+        for len in [u64::MAX, u64::MAX - 8, usize::MAX as u64 - 40] {
+            let mut auth = vec![0xFE];
+            auth.extend_from_slice(&len.to_le_bytes());
+            auth.extend_from_slice(b"xy\0billing\0");
+            let mut p = response_with_auth(&auth);
+            let r = std::panic::catch_unwind(move || patch_client_response(&mut p).map(|h| h.user));
+            assert!(matches!(r, Ok(Err(WireError::Malformed(_)))), "len {len}: {r:?}");
+        }
+        // Past the end but no overflow: the server judges it; no schema read.
+        let mut auth = vec![0xFE];
+        auth.extend_from_slice(&1000u64.to_le_bytes());
+        assert_eq!(patch_client_response(&mut response_with_auth(&auth)).unwrap().database, None);
+        // A length that fits still works.
+        let mut p = response_with_auth(b"\xFE\x02\0\0\0\0\0\0\0abbilling\0");
+        assert_eq!(patch_client_response(&mut p).unwrap().database.as_deref(), Some("billing"));
     }
 }

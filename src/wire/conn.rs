@@ -4,6 +4,12 @@
 //! sequence counter, so every packet thaw writes is renumbered for the leg it
 //! goes to. Reads are cancel-safe (bytes stay in `rbuf` until a whole packet
 //! is there), which lets the session `select!` over both legs.
+//!
+//! Memory: the packet limit is checked on every frame header as it arrives,
+//! before the frame's body is read, so no packet is buffered past the limit.
+//! A packet the session does not want to buffer is streamed instead:
+//! [`PacketIo::begin_stream`] hands over its first bytes and
+//! [`PacketIo::next_piece`] the rest, one frame header or read chunk at a time.
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -11,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME: usize = 0xFF_FFFF;
 /// Flush the write buffer once it holds this much.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
+/// While the session waits (`closed`), at most this much is read ahead from the peer.
+pub const CLOSED_READ_CAP: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -31,11 +39,40 @@ pub struct PacketIo<S> {
     wbuf: Vec<u8>,
     seq: u8,
     max_packet: usize,
+    /// The packet being streamed (`begin_stream`), if any.
+    streaming: Option<Streaming>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Streaming {
+    /// Body bytes of the current frame still to hand out.
+    left: usize,
+    /// The current frame is full, so another frame follows.
+    more: bool,
+    /// Payload announced so far, checked against the limit at each header.
+    total: usize,
+    last_seq: u8,
+}
+
+/// One piece of a streamed packet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// A new frame of this payload length starts.
+    Frame(usize),
+    /// Body bytes of the current frame.
+    Data(Bytes),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     pub fn new(stream: S, max_packet: usize) -> Self {
-        PacketIo { stream, rbuf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::with_capacity(READ_CHUNK), seq: 0, max_packet }
+        PacketIo {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: Vec::with_capacity(READ_CHUNK),
+            seq: 0,
+            max_packet,
+            streaming: None,
+        }
     }
 
     /// Next logical packet, or `None` when the peer closed cleanly between packets.
@@ -48,20 +85,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
                 // A large packet passed: give its buffer back instead of keeping it per connection.
                 self.rbuf = BytesMut::with_capacity(READ_CHUNK);
             }
-            self.rbuf.reserve(READ_CHUNK);
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            if self.fill().await? == 0 {
                 return if self.rbuf.is_empty() { Ok(None) } else { Err(WireError::Truncated) };
             }
         }
     }
 
+    async fn fill(&mut self) -> Result<usize, WireError> {
+        self.rbuf.reserve(READ_CHUNK);
+        Ok(self.stream.read_buf(&mut self.rbuf).await?)
+    }
+
     /// Returns once the peer has closed (or the connection failed). Bytes the
-    /// peer sends meanwhile (pipelined commands) stay buffered for `read`.
-    /// Cancel-safe.
+    /// peer sends meanwhile (pipelined commands) stay buffered for `read`, up
+    /// to [`CLOSED_READ_CAP`]; past it nothing more is read (the peer is held
+    /// back by TCP flow control) and this waits forever. Cancel-safe.
     pub async fn closed(&mut self) {
         loop {
-            self.rbuf.reserve(READ_CHUNK);
-            match self.stream.read_buf(&mut self.rbuf).await {
+            if self.rbuf.len() >= CLOSED_READ_CAP {
+                return std::future::pending().await;
+            }
+            let room = CLOSED_READ_CAP - self.rbuf.len();
+            self.rbuf.reserve(room);
+            let mut limited = (&mut self.stream).take(room as u64);
+            match limited.read_buf(&mut self.rbuf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -70,16 +117,125 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
 
     /// True when a whole packet is already buffered (no syscall needed to read it).
     pub fn has_buffered_packet(&self) -> bool {
-        matches!(scan(&self.rbuf), Some(Ok(_)))
+        matches!(scan(&self.rbuf, self.max_packet), Some(Ok(_)))
+    }
+
+    /// Bytes read from the peer and not yet handed out.
+    pub fn buffered_len(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// Payload length of the next packet's first frame, once its header has
+    /// arrived; `None` when the peer closed cleanly before it. A frame over
+    /// the limit is refused here, before its body is read. Cancel-safe.
+    pub async fn next_frame_len(&mut self) -> Result<Option<usize>, WireError> {
+        debug_assert!(self.streaming.is_none());
+        loop {
+            if self.rbuf.len() >= 4 {
+                let len = frame_len(&self.rbuf);
+                if len > self.max_packet {
+                    self.seq = self.rbuf[3].wrapping_add(1);
+                    return Err(WireError::TooLarge(len, self.max_packet));
+                }
+                return Ok(Some(len));
+            }
+            if self.fill().await? == 0 {
+                return if self.rbuf.is_empty() { Ok(None) } else { Err(WireError::Truncated) };
+            }
+        }
+    }
+
+    /// Start streaming the next packet instead of buffering it: returns its
+    /// first frame's length and up to `want` of its first payload bytes. The
+    /// rest comes from [`next_piece`](Self::next_piece).
+    pub async fn begin_stream(&mut self, want: usize) -> Result<(usize, Bytes), WireError> {
+        let len = match self.next_frame_len().await? {
+            Some(len) => len,
+            None => return Err(WireError::Truncated),
+        };
+        let seq = self.rbuf[3];
+        let want = want.min(len);
+        while self.rbuf.len() < 4 + want {
+            if self.fill().await? == 0 {
+                return Err(WireError::Truncated);
+            }
+        }
+        self.rbuf.advance(4);
+        let prefix = Bytes::copy_from_slice(&self.rbuf[..want]);
+        self.rbuf.advance(want);
+        self.streaming = Some(Streaming { left: len - want, more: len == MAX_FRAME, total: len, last_seq: seq });
+        Ok((len, prefix))
+    }
+
+    /// The next piece of the packet begun by `begin_stream`, or `None` once
+    /// it has all been handed out. Each continuation frame's header is
+    /// checked against the limit before any of its body is read.
+    pub async fn next_piece(&mut self) -> Result<Option<Piece>, WireError> {
+        let Some(mut st) = self.streaming else { return Ok(None) };
+        if st.left > 0 {
+            if self.rbuf.is_empty() && self.fill().await? == 0 {
+                return Err(WireError::Truncated);
+            }
+            let n = st.left.min(self.rbuf.len());
+            let data = self.rbuf.split_to(n).freeze();
+            st.left -= n;
+            self.streaming = Some(st);
+            return Ok(Some(Piece::Data(data)));
+        }
+        if !st.more {
+            self.streaming = None;
+            self.seq = st.last_seq.wrapping_add(1);
+            return Ok(None);
+        }
+        while self.rbuf.len() < 4 {
+            if self.fill().await? == 0 {
+                return Err(WireError::Truncated);
+            }
+        }
+        let len = frame_len(&self.rbuf);
+        st.last_seq = self.rbuf[3];
+        st.total = st.total.saturating_add(len);
+        if st.total > self.max_packet {
+            self.streaming = None;
+            self.seq = st.last_seq.wrapping_add(1);
+            return Err(WireError::TooLarge(st.total, self.max_packet));
+        }
+        self.rbuf.advance(4);
+        st.left = len;
+        st.more = len == MAX_FRAME;
+        self.streaming = Some(st);
+        Ok(Some(Piece::Frame(len)))
+    }
+
+    /// Write a frame header numbered from this leg's counter; the body
+    /// follows with [`write_raw`](Self::write_raw). For streamed packets.
+    pub fn start_frame(&mut self, len: usize) {
+        debug_assert!(len <= MAX_FRAME);
+        let l = (len as u32).to_le_bytes();
+        self.wbuf.extend_from_slice(&[l[0], l[1], l[2], self.seq]);
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// Write frame body bytes as they are (after `start_frame`).
+    pub async fn write_raw(&mut self, data: &[u8]) -> Result<(), WireError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.stream.write_all(data).await?;
+        Ok(())
     }
 
     fn try_take(&mut self) -> Result<Option<Bytes>, WireError> {
-        let Some(scanned) = scan(&self.rbuf) else { return Ok(None) };
-        let (end, frames, last_seq) = scanned?;
-        let payload_len = end - 4 * frames;
-        if payload_len > self.max_packet {
-            return Err(WireError::TooLarge(payload_len, self.max_packet));
-        }
+        let Some(scanned) = scan(&self.rbuf, self.max_packet) else { return Ok(None) };
+        let (end, frames, last_seq) = match scanned {
+            Ok(s) => s,
+            Err(TooLarge { announced, seq }) => {
+                // The reply to a refused packet follows its last frame read.
+                self.seq = seq.wrapping_add(1);
+                return Err(WireError::TooLarge(announced, self.max_packet));
+            }
+        };
         self.seq = last_seq.wrapping_add(1);
         let mut raw = self.rbuf.split_to(end);
         if frames == 1 {
@@ -170,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     /// Swap the transport (TLS upgrade). Only valid when nothing is buffered.
     pub fn replace_stream<T: AsyncRead + AsyncWrite + Unpin>(self, f: impl FnOnce(S) -> T) -> PacketIo<T> {
         debug_assert!(self.rbuf.is_empty() && self.wbuf.is_empty());
-        PacketIo { stream: f(self.stream), rbuf: self.rbuf, wbuf: self.wbuf, seq: self.seq, max_packet: self.max_packet }
+        PacketIo { stream: f(self.stream), rbuf: self.rbuf, wbuf: self.wbuf, seq: self.seq, max_packet: self.max_packet, streaming: None }
     }
 
     pub fn into_parts(self) -> (S, u8) {
@@ -182,16 +338,29 @@ fn frame_len(b: &[u8]) -> usize {
     b[0] as usize | (b[1] as usize) << 8 | (b[2] as usize) << 16
 }
 
-/// Where the first complete logical packet ends: (end offset, frames, seq of last frame).
-fn scan(buf: &[u8]) -> Option<Result<(usize, usize, u8), WireError>> {
+/// A frame header took the packet past the limit.
+struct TooLarge {
+    announced: usize,
+    seq: u8,
+}
+
+/// Where the first complete logical packet ends: (end offset, frames, seq of
+/// last frame). Each frame header is checked against `max` as soon as it is
+/// buffered, before its body has arrived.
+fn scan(buf: &[u8], max: usize) -> Option<Result<(usize, usize, u8), TooLarge>> {
     let mut off = 0;
     let mut frames = 0;
+    let mut announced = 0usize;
     loop {
         if buf.len() < off + 4 {
             return None;
         }
         let len = frame_len(&buf[off..]);
         let seq = buf[off + 3];
+        announced += len;
+        if announced > max {
+            return Some(Err(TooLarge { announced, seq }));
+        }
         if buf.len() < off + 4 + len {
             return None;
         }
@@ -283,5 +452,102 @@ mod tests {
         w.send(&[0u8; 200]).await.unwrap();
         w.flush().await.unwrap();
         assert!(matches!(r.read().await, Err(WireError::TooLarge(200, 100))));
+    }
+
+    #[tokio::test]
+    async fn limit_is_checked_on_the_frame_header_before_the_body() {
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut r = PacketIo::new(b, 64 * 1024);
+        // A 16 MiB frame header and only a few body bytes: refused at once.
+        a.write_all(&[0xFF, 0xFF, 0xFF, 1, b'x', b'y']).await.unwrap();
+        assert!(matches!(r.read().await, Err(WireError::TooLarge(MAX_FRAME, 65536))));
+        assert_eq!(r.seq(), 2, "a reply to the refused packet follows its frame");
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        let mut r = PacketIo::new(b, 1 << 30);
+        a.write_all(&[0xFF, 0xFF, 0xFF, 0]).await.unwrap();
+        assert!(matches!(r.next_frame_len().await, Ok(Some(MAX_FRAME))));
+        let mut r = PacketIo::new(tokio::io::duplex(64).1, 100);
+        assert!(matches!(r.next_frame_len().await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn continuation_headers_count_toward_the_limit() {
+        // Two full frames announced: 32 MiB against a 20 MiB limit. The first
+        // frame's body is buffered (16 MiB), the second header is refused.
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let mut r = PacketIo::new(b, 20 << 20);
+        let writer = tokio::spawn(async move {
+            let mut a = a;
+            let body = vec![7u8; MAX_FRAME];
+            a.write_all(&[0xFF, 0xFF, 0xFF, 0]).await.unwrap();
+            a.write_all(&body).await.unwrap();
+            a.write_all(&[0xFF, 0xFF, 0xFF, 1]).await.unwrap();
+            a
+        });
+        assert!(matches!(r.read().await, Err(WireError::TooLarge(n, _)) if n == 2 * MAX_FRAME));
+        drop(writer.await.unwrap());
+    }
+
+    /// Stream a packet through `begin_stream`/`next_piece` onto another leg.
+    async fn stream_through(payload: Vec<u8>, max: usize) -> Result<(Vec<u8>, u8), WireError> {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (c, d) = tokio::io::duplex(1 << 20);
+        let mut w = PacketIo::new(a, 1 << 30);
+        let mut from = PacketIo::new(b, max);
+        let mut to = PacketIo::new(c, 1 << 30);
+        let mut end = PacketIo::new(d, 1 << 30);
+        let p2 = payload.clone();
+        let writer = tokio::spawn(async move {
+            w.send(&p2).await.unwrap();
+            w.send(b"next").await.unwrap();
+            w.flush().await.unwrap();
+        });
+        let reader = tokio::spawn(async move { (end.read().await.unwrap().unwrap().to_vec(), end.seq()) });
+        let (len, prefix) = from.begin_stream(16).await?;
+        assert_eq!(prefix[..], payload[..16]);
+        to.start_frame(len);
+        to.write_raw(&prefix).await?;
+        let mut biggest = 0;
+        while let Some(piece) = from.next_piece().await? {
+            match piece {
+                Piece::Frame(n) => to.start_frame(n),
+                Piece::Data(d) => {
+                    biggest = biggest.max(d.len());
+                    to.write_raw(&d).await?;
+                }
+            }
+        }
+        to.flush().await?;
+        assert!(biggest <= 4 * READ_CHUNK, "pieces are read chunks, not frames ({biggest})");
+        assert_eq!(&from.read().await?.unwrap()[..], b"next", "the next packet follows");
+        writer.await.unwrap();
+        let (got, seq) = reader.await.unwrap();
+        Ok((got, seq))
+    }
+
+    #[tokio::test]
+    async fn streamed_packets_arrive_byte_identical_with_frames_renumbered() {
+        for n in [100, MAX_FRAME - 1, MAX_FRAME, MAX_FRAME + 1, 2 * MAX_FRAME + 10] {
+            let payload: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+            let (got, seq) = stream_through(payload.clone(), 1 << 30).await.unwrap();
+            assert!(got == payload, "{n} bytes");
+            assert_eq!(seq as usize, n / MAX_FRAME + 1, "{n} bytes");
+        }
+        let big = vec![1u8; 2 * MAX_FRAME + 10];
+        assert!(matches!(stream_through(big, MAX_FRAME + 5).await, Err(WireError::TooLarge(_, _))));
+    }
+
+    #[tokio::test]
+    async fn closed_reads_ahead_only_up_to_its_cap() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut r = PacketIo::new(b, 1 << 30);
+        a.write_all(&vec![0u8; 1 << 20]).await.unwrap();
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(100), r.closed()).await;
+        assert!(waited.is_err(), "a flooding peer is not taken for a closed one");
+        assert!(r.buffered_len() <= CLOSED_READ_CAP, "{}", r.buffered_len());
+        let (a, b) = tokio::io::duplex(64);
+        let mut r = PacketIo::new(b, 1 << 30);
+        drop(a);
+        r.closed().await;
     }
 }
