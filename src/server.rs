@@ -53,7 +53,7 @@ pub async fn run(
     });
     // Admin first: once the proxy port accepts, /metrics and /readyz answer too.
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;
-    tokio::spawn(ops::admin::serve(admin, ops::admin::AdminState { metrics: metrics.clone(), generation: gen_rx.clone(), drain: drain_rx.clone() }));
+    tokio::spawn(ops::admin::serve(admin, ops::admin::AdminState::new(metrics.clone(), gen_rx.clone(), drain_rx.clone())));
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServerError::Bind(config.listen, e))?;
     tokio::spawn(ops::reload::watch(ops::reload::Reloader::new(resolve, config_path, gen_tx, metrics.clone()), hup));
 

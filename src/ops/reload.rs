@@ -112,6 +112,7 @@ impl Reloader {
         keep!(backend);
         keep!(backend_tls);
         keep!(max_packet_bytes);
+        keep!(admin_max_connections);
         keep!(log.format);
         keep!(log.level);
         if !ignored.is_empty() {
