@@ -142,3 +142,20 @@ pub(crate) async fn backend_unreachable(client: &mut handshake::ClientIo, shared
     let _ = client.flush().await;
     SessionError::Connect(shared.config.backend.clone(), why)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keepalive_is_set_only_when_configured() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        set_keepalive(&tcp, 0);
+        assert!(!socket2::SockRef::from(&tcp).keepalive().unwrap());
+        set_keepalive(&tcp, 30);
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+    }
+}
