@@ -31,6 +31,23 @@ pub struct Config {
     pub max_packet_bytes: usize,
     pub connect_timeout_ms: u64,
     pub limits: LimitsConfig,
+    /// From thaw's greeting until the client's HandshakeResponse (MariaDB's
+    /// `connect_timeout`): a silent or half-sent client is closed then.
+    pub client_handshake_timeout_ms: u64,
+    /// From the backend TCP connect until its greeting.
+    pub backend_greeting_timeout_ms: u64,
+    /// From the client's HandshakeResponse until the server's OK or ERR.
+    pub auth_timeout_ms: u64,
+    /// The TLS handshake with the backend.
+    pub tls_handshake_timeout_ms: u64,
+    /// TCP keepalive idle time on both legs, in seconds; 0 turns it off.
+    pub tcp_keepalive_secs: u64,
+    /// Client connections open at once; one more is answered with ERR 1040.
+    pub max_connections: usize,
+    /// Admin HTTP connections served at once; more wait in the accept queue.
+    pub admin_max_connections: usize,
+    /// `/readyz` reuses one backend check for this long (single-flight).
+    pub readiness_interval_ms: u64,
     pub retry: RetryConfig,
     /// Credentials for the readiness probe's mysql_async ping; without them
     /// readiness checks TCP plus a server greeting.
@@ -50,6 +67,14 @@ impl Default for Config {
             max_packet_bytes: 1 << 30,
             connect_timeout_ms: 5000,
             limits: LimitsConfig::default(),
+            client_handshake_timeout_ms: 8000,
+            backend_greeting_timeout_ms: 10_000,
+            auth_timeout_ms: 10_000,
+            tls_handshake_timeout_ms: 10_000,
+            tcp_keepalive_secs: 0,
+            max_connections: 1000,
+            admin_max_connections: 32,
+            readiness_interval_ms: 1000,
             retry: RetryConfig::default(),
             probe: None,
         }
@@ -194,6 +219,23 @@ impl Config {
         if l.connection_buffer_bytes < 1024 || l.connection_buffer_bytes > l.global_buffer_bytes {
             return Err("limits.connection_buffer_bytes must be at least 1024 and at most limits.global_buffer_bytes".into());
         }
+        for (key, ms) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("client_handshake_timeout_ms", self.client_handshake_timeout_ms),
+            ("backend_greeting_timeout_ms", self.backend_greeting_timeout_ms),
+            ("auth_timeout_ms", self.auth_timeout_ms),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
+        ] {
+            if ms < 100 {
+                return Err(format!("{key} must be at least 100"));
+            }
+        }
+        if self.max_connections == 0 || self.admin_max_connections == 0 {
+            return Err("max_connections and admin_max_connections must be at least 1".into());
+        }
+        if self.readiness_interval_ms < 100 {
+            return Err("readiness_interval_ms must be at least 100".into());
+        }
         if self.retry.attempts > 100 {
             return Err("retry.attempts above 100 is not sensible".into());
         }
@@ -246,6 +288,17 @@ mod tests {
         assert!(err.to_string().contains("global_buffer_bytes"), "{err}");
         let err = Config::parse("limits:\n  handshake_max_bytes: 10\n", "c.yaml").unwrap_err();
         assert!(err.to_string().contains("handshake_max_bytes"), "{err}");
+    }
+
+    #[test]
+    fn admission_keys_parse_and_are_validated() {
+        let c = Config::parse("max_connections: 5\nclient_handshake_timeout_ms: 1500\ntcp_keepalive_secs: 30\n", "c.yaml").unwrap();
+        assert_eq!((c.max_connections, c.client_handshake_timeout_ms, c.tcp_keepalive_secs), (5, 1500, 30));
+        assert_eq!(c.auth_timeout_ms, 10_000, "phase deadlines default near MariaDB's connect_timeout");
+        let err = Config::parse("auth_timeout_ms: 0\n", "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("auth_timeout_ms"), "{err}");
+        assert!(Config::parse("max_connections: 0\n", "c.yaml").is_err());
+        assert!(Config::parse("readiness_interval_ms: 5\n", "c.yaml").is_err());
     }
 
     #[test]

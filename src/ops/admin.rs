@@ -1,14 +1,17 @@
 //! Admin HTTP: `/metrics` (Prometheus), `/livez`, `/readyz`. A few fixed GET
 //! routes do not justify an HTTP framework: a minimal HTTP/1.1 responder.
 use super::Metrics;
+use super::metrics::labels;
 use super::reload::Generation;
+use super::throttle::{Backoff, WarnLimiter};
 use crate::config::Config;
-use crate::wire::{PacketIo, packets};
+use crate::wire::{PacketIo, caps, packets};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -16,6 +19,14 @@ pub struct AdminState {
     /// Probe credentials and timeouts follow reloads.
     pub generation: watch::Receiver<Arc<Generation>>,
     pub drain: watch::Receiver<bool>,
+    /// The last backend check, shared by every `/readyz` (see [`Readiness`]).
+    pub readiness: Arc<Readiness>,
+}
+
+impl AdminState {
+    pub fn new(metrics: Arc<Metrics>, generation: watch::Receiver<Arc<Generation>>, drain: watch::Receiver<bool>) -> Self {
+        AdminState { metrics, generation, drain, readiness: Arc::default() }
+    }
 }
 
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -23,11 +34,35 @@ pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub async fn serve(listener: TcpListener, state: AdminState) {
+    // At most `admin_max_connections` handled at once; past that, connections
+    // wait in the kernel's accept queue (a burst of probes is served in turn,
+    // not refused).
+    let slots = Arc::new(Semaphore::new(state.generation.borrow().config.admin_max_connections));
+    let warn = WarnLimiter::new(Duration::from_secs(10));
+    let mut backoff = Backoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.reset();
+                stream
+            }
+            Err(e) => {
+                // EMFILE leaves the connection pending and the listener readable: without
+                // a pause this loop would spin on failing accepts.
+                state.metrics.accept_errors.get_or_create(&labels([("listener", "admin".into())])).inc();
+                let pause = backoff.fail();
+                if let Some(suppressed) = warn.check() {
+                    tracing::warn!(listener = "admin", error = %e, retry_in_ms = pause.as_millis() as u64, suppressed, "accept failed");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, state)).await;
+            drop(slot);
         });
     }
 }
@@ -61,6 +96,35 @@ async fn handle(mut stream: TcpStream, state: AdminState) -> std::io::Result<()>
     stream.shutdown().await
 }
 
+/// The last backend check and when it ran. One check runs at a time (the
+/// lock is held across it), and its answer serves every request for
+/// `readiness_interval_ms`: whatever the request rate, the backend sees at
+/// most one login per interval, and concurrent probes never compete for the
+/// probe user's `MAX_USER_CONNECTIONS`.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    /// The cached answer if younger than `interval`, else the answer of a new `check`.
+    pub async fn get<F: Future<Output = Result<(), String>>>(
+        &self,
+        interval: Duration,
+        check: impl FnOnce() -> F,
+    ) -> (Result<(), String>, bool) {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref()
+            && at.elapsed() < interval
+        {
+            return (answer.clone(), false);
+        }
+        let answer = check().await;
+        *last = Some((Instant::now(), answer.clone()));
+        (answer, true)
+    }
+}
+
 /// Ready when not draining and the backend answers: a mysql_async ping with
 /// the probe credentials, or else a full handshake as a user that does not
 /// exist. A completed handshake that ends in "access denied" is not counted
@@ -71,6 +135,16 @@ async fn readiness(state: &AdminState) -> Result<(), String> {
         return Err("draining".into());
     }
     let config: Config = state.generation.borrow().config.clone();
+    let interval = Duration::from_millis(config.readiness_interval_ms);
+    let (answer, ran) = state.readiness.get(interval, || backend_check(config)).await;
+    if ran {
+        let outcome = if answer.is_ok() { "ready" } else { "not_ready" };
+        state.metrics.readiness_checks.get_or_create(&labels([("outcome", outcome.into())])).inc();
+    }
+    answer
+}
+
+async fn backend_check(config: Config) -> Result<(), String> {
     let timeout = Duration::from_millis(config.connect_timeout_ms.min(3000));
     let check = async {
         match &config.probe {
@@ -103,14 +177,7 @@ async fn handshake_probe(backend: &str) -> Result<(), String> {
         Some(0xFF) => return Err(format!("backend refused: {}", err_text(&greeting))),
         _ => return Err("backend did not send a MySQL greeting".into()),
     }
-    let caps: u32 = 0x0000_0001 | 0x0000_0200 | 0x0000_8000 | 0x0008_0000; // LONG_PASSWORD, PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH
-    let mut resp = caps.to_le_bytes().to_vec();
-    resp.extend_from_slice(&(1u32 << 24).to_le_bytes());
-    resp.push(33);
-    resp.extend_from_slice(&[0; 23]);
-    resp.extend_from_slice(b"thaw_readiness_probe\0");
-    resp.push(0);
-    resp.extend_from_slice(b"mysql_native_password\0");
+    let resp = caps::build_handshake_response("thaw_readiness_probe", &[], "mysql_native_password");
     io.send(&resp).await.map_err(|e| e.to_string())?;
     io.flush().await.map_err(|e| e.to_string())?;
     let answer = io.read().await.map_err(|e| e.to_string())?.ok_or("backend closed during the handshake")?;
@@ -128,5 +195,36 @@ fn split_host_port(addr: &str) -> (String, u16) {
     match addr.rsplit_once(':') {
         Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(3306)),
         None => (addr.to_string(), 3306),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn readiness_is_single_flight_and_cached_for_the_interval() {
+        let r = Arc::new(Readiness::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (r, runs) = (r.clone(), runs.clone());
+            tasks.push(tokio::spawn(async move {
+                r.get(Duration::from_secs(60), || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(())
+                })
+                .await
+                .0
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(()));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "50 concurrent requests, one backend check");
+        let (again, ran) = r.get(Duration::ZERO, || async { Err("down".to_string()) }).await;
+        assert_eq!((again, ran), (Err("down".to_string()), true), "an expired answer is checked again");
     }
 }

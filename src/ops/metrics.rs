@@ -8,11 +8,30 @@ use prometheus_client::registry::Registry;
 
 pub type Labels = Vec<(&'static str, String)>;
 
+/// Connection phases with a deadline (`thaw_handshake_timeouts_total{phase}`).
+pub const PHASES: [&str; 4] = ["client_handshake", "backend_greeting", "auth", "tls"];
+/// How a backend handshake that the client abandoned ended (`thaw_handshakes_abandoned_total{ending}`):
+/// `quit` (logged in as the probe user and sent COM_QUIT: no aborted connect),
+/// `auth_failed` (no probe user: a failed login, which the server does not count
+/// toward max_connect_errors), `dropped` (could not finish it).
+pub const ENDINGS: [&str; 3] = ["quit", "auth_failed", "dropped"];
+
 pub struct Metrics {
     registry: Registry,
     pub connections_open: Gauge,
     pub connections_total: Counter,
     pub backend_connect_failures: Counter,
+    /// Client connections answered with 1040 because `max_connections` were open.
+    pub connections_refused: Counter,
+    /// Failed accepts, by listener (`proxy`, `admin`).
+    pub accept_errors: Family<Labels, Counter>,
+    /// Connections closed at a phase deadline, by phase.
+    pub handshake_timeouts: Family<Labels, Counter>,
+    /// Backend handshakes thaw finished itself because the client left before
+    /// its HandshakeResponse, by how they ended.
+    pub handshakes_abandoned: Family<Labels, Counter>,
+    /// Backend checks `/readyz` actually ran (cached answers are not counted), by outcome.
+    pub readiness_checks: Family<Labels, Counter>,
     pub commands: Family<Labels, Counter>,
     /// `commands` resolved per command byte once, so the hot path does no label lookup.
     commands_by_byte: Vec<Counter>,
@@ -51,6 +70,11 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             backend_connect_failures: Counter::default(),
+            connections_refused: Counter::default(),
+            accept_errors: Family::default(),
+            handshake_timeouts: Family::default(),
+            handshakes_abandoned: Family::default(),
+            readiness_checks: Family::default(),
             commands: Family::default(),
             commands_by_byte: Vec::new(),
             rewrites: Family::default(),
@@ -73,6 +97,35 @@ impl Metrics {
         registry.register("client_connections_open", "Client connections currently open", m.connections_open.clone());
         registry.register("client_connections", "Client connections accepted", m.connections_total.clone());
         registry.register("backend_connect_failures", "Backend connections that could not be opened", m.backend_connect_failures.clone());
+        registry.register(
+            "client_connections_refused",
+            "Client connections answered with 1040 because max_connections were open",
+            m.connections_refused.clone(),
+        );
+        registry.register("accept_errors", "Failed accepts, by listener", m.accept_errors.clone());
+        registry.register(
+            "handshake_timeouts",
+            "Connections closed at a connection-phase deadline, by phase",
+            m.handshake_timeouts.clone(),
+        );
+        registry.register(
+            "handshakes_abandoned",
+            "Backend handshakes thaw ended itself because the client left first, by ending",
+            m.handshakes_abandoned.clone(),
+        );
+        registry.register("readiness_checks", "Backend checks run for /readyz, by outcome", m.readiness_checks.clone());
+        for listener in ["proxy", "admin"] {
+            let _ = m.accept_errors.get_or_create(&labels([("listener", listener.into())]));
+        }
+        for phase in PHASES {
+            let _ = m.handshake_timeouts.get_or_create(&labels([("phase", phase.into())]));
+        }
+        for ending in ENDINGS {
+            let _ = m.handshakes_abandoned.get_or_create(&labels([("ending", ending.into())]));
+        }
+        for outcome in ["ready", "not_ready"] {
+            let _ = m.readiness_checks.get_or_create(&labels([("outcome", outcome.into())]));
+        }
         registry.register("commands", "Client commands relayed, by command", m.commands.clone());
         registry.register("statements_rewritten", "Statements rewritten, by rule and action", m.rewrites.clone());
         registry.register("statements_unhandled", "Statements on governed tables forwarded untouched, by table", m.unhandled.clone());
@@ -143,6 +196,14 @@ impl Metrics {
         for rule in rules {
             let _ = self.violations.get_or_create(&labels([("rule", rule.to_string())]));
         }
+    }
+
+    pub fn handshake_timeout(&self, phase: &'static str) {
+        self.handshake_timeouts.get_or_create(&labels([("phase", phase.into())])).inc();
+    }
+
+    pub fn handshake_abandoned(&self, ending: &'static str) {
+        self.handshakes_abandoned.get_or_create(&labels([("ending", ending.into())])).inc();
     }
 
     pub fn command(&self, byte: u8) -> &Counter {

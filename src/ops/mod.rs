@@ -2,5 +2,6 @@
 pub mod admin;
 pub mod metrics;
 pub mod reload;
+pub mod throttle;
 
 pub use metrics::Metrics;

@@ -113,6 +113,7 @@ impl Reloader {
         keep!(backend_tls);
         keep!(max_packet_bytes);
         keep!(limits);
+        keep!(admin_max_connections);
         keep!(log.format);
         keep!(log.level);
         if !ignored.is_empty() {

@@ -2,26 +2,56 @@
 //! auth exchange. thaw never sees a password: the server's nonce reaches the
 //! client untouched and every auth packet is relayed as sent. Only capability
 //! flags are patched, in place.
-use super::SessionError;
-use super::backend::{BackendStream, TlsSetup};
+use super::backend::BackendStream;
 use super::state::ConnState;
-use crate::config::TlsMode;
+use super::{SessionError, Shared};
+use crate::config::{Config, ProbeConfig, TlsMode};
 use crate::wire::packets::{self, ERR, OK};
 use crate::wire::{PacketIo, caps};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub type ClientIo = PacketIo<TcpStream>;
 pub type ServerIo = PacketIo<BackendStream>;
 
+/// Deadlines of the connection phase, from the generation in force when the client connected.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub client_handshake: Duration,
+    pub backend_greeting: Duration,
+    pub auth: Duration,
+    pub tls: Duration,
+}
+
+impl Deadlines {
+    pub fn from_config(c: &Config) -> Self {
+        Deadlines {
+            client_handshake: Duration::from_millis(c.client_handshake_timeout_ms),
+            backend_greeting: Duration::from_millis(c.backend_greeting_timeout_ms),
+            auth: Duration::from_millis(c.auth_timeout_ms),
+            tls: Duration::from_millis(c.tls_handshake_timeout_ms),
+        }
+    }
+}
+
 /// Relay the connection phase. `Ok(None)`: the server refused (its ERR was
-/// relayed to the client) or thaw refused with its own ERR.
+/// relayed to the client), thaw refused with its own ERR, or the client left
+/// before its HandshakeResponse (the backend handshake was then ended by thaw).
 pub async fn relay(
     client: &mut ClientIo,
     mut server: ServerIo,
-    tls: &TlsSetup,
-    max_packet: usize,
+    shared: &Shared,
+    deadlines: &Deadlines,
+    probe: Option<&ProbeConfig>,
 ) -> Result<Option<(ServerIo, ConnState)>, SessionError> {
-    let greeting = server.read().await?.ok_or(SessionError::BackendClosed)?;
+    let greeting = match tokio::time::timeout(deadlines.backend_greeting, server.read()).await {
+        Ok(read) => read?.ok_or(SessionError::BackendClosed)?,
+        Err(_) => {
+            shared.metrics.handshake_timeout("backend_greeting");
+            let why = format!("no greeting within {} ms", deadlines.backend_greeting.as_millis());
+            return Err(super::backend_unreachable(client, shared, why).await);
+        }
+    };
     if greeting.first() == Some(&ERR) {
         // 1040 / 1129 before any handshake: no SQLSTATE, relayed as is.
         client.send(&greeting).await?;
@@ -31,6 +61,7 @@ pub async fn relay(
     let mut g = greeting.to_vec();
     let info = caps::patch_greeting(&mut g)?;
     let offers_tls = info.server_caps & caps::SSL != 0;
+    let tls = &shared.tls;
     let use_tls = match tls.mode {
         TlsMode::Disabled => false,
         TlsMode::Preferred => offers_tls,
@@ -40,20 +71,51 @@ pub async fn relay(
             // code (libmariadb reports 2xxx codes from a server as malformed packets).
             client.send(&packets::build_err_no_state(1043, "thaw: backend_tls is required but the backend does not offer TLS")).await?;
             client.flush().await?;
+            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
             return Ok(None);
         }
     };
     client.send(&g).await?;
     client.flush().await?;
 
-    let response = client.read().await?.ok_or(SessionError::ClientClosed)?;
+    // The client has not shown yet that it is a MySQL client: until its
+    // HandshakeResponse arrives nothing has gone to the backend, so if it
+    // leaves (a TCP probe, a port scan) or stays silent, thaw can still end the
+    // backend handshake itself instead of leaving an aborted connect there.
+    let response = match tokio::time::timeout(deadlines.client_handshake, client.read()).await {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) => {
+            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+            return Err(SessionError::ClientClosed);
+        }
+        Ok(Err(e)) => {
+            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+            return Err(e.into());
+        }
+        Err(_) => {
+            shared.metrics.handshake_timeout("client_handshake");
+            tracing::debug!(
+                timeout_ms = deadlines.client_handshake.as_millis() as u64,
+                "no handshake response from the client in time; closed"
+            );
+            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+            return Ok(None);
+        }
+    };
     let mut r = response.to_vec();
     if r.len() <= 32 {
         // An SSLRequest although thaw did not offer TLS toward the client.
         refuse(client, 1043, "08S01", "thaw: TLS between the application and thaw is not supported; use plain text on loopback").await?;
+        end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
         return Ok(None);
     }
-    let hello = caps::patch_client_response(&mut r)?;
+    let hello = match caps::patch_client_response(&mut r) {
+        Ok(h) => h,
+        Err(e) => {
+            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+            return Err(e.into());
+        }
+    };
     if use_tls {
         let with_ssl = (hello.caps | caps::SSL).to_le_bytes();
         r[0..4].copy_from_slice(&with_ssl);
@@ -61,15 +123,21 @@ pub async fn relay(
         server.flush().await?;
         let (stream, seq) = server.into_parts();
         let BackendStream::Plain(tcp) = stream else { unreachable!("TLS is negotiated once") };
-        let stream = match tls.upgrade(tcp).await {
-            Ok(s) => s,
-            Err(e) => {
+        let stream = match tokio::time::timeout(deadlines.tls, tls.upgrade(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 // Tell the app why, not just "lost connection".
                 refuse(client, 1043, "08S01", &format!("thaw: {e}")).await?;
                 return Err(e.into());
             }
+            Err(_) => {
+                shared.metrics.handshake_timeout("tls");
+                let ms = deadlines.tls.as_millis() as u64;
+                refuse(client, 1043, "08S01", &format!("thaw: the TLS handshake with the backend did not finish within {ms} ms")).await?;
+                return Err(SessionError::Timeout("the TLS handshake with the backend", ms));
+            }
         };
-        server = PacketIo::new(stream, max_packet);
+        server = PacketIo::new(stream, shared.config.max_packet_bytes);
         server.set_seq(seq);
     }
     server.send(&r).await?;
@@ -86,12 +154,92 @@ pub async fn relay(
         tls_backend: use_tls,
         ..ConnState::default()
     };
-    match auth_exchange(client, &mut server, use_tls).await? {
-        Some(status) => {
+    match tokio::time::timeout(deadlines.auth, auth_exchange(client, &mut server, use_tls)).await {
+        Ok(Ok(Some(status))) => {
             state.status = status;
             Ok(Some((server, state)))
         }
-        None => Ok(None),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            shared.metrics.handshake_timeout("auth");
+            let ms = deadlines.auth.as_millis() as u64;
+            refuse(client, 1043, "08S01", &format!("thaw: authentication did not finish within {ms} ms")).await?;
+            Err(SessionError::Timeout("authentication", ms))
+        }
+    }
+}
+
+/// User name thaw logs in as, without a probe user, to end a backend
+/// handshake that the client abandoned. It should not exist.
+pub const ABANDONED_USER: &str = "thaw_abandoned_handshake";
+
+/// The client left before its HandshakeResponse. Closing the backend socket
+/// now would be an aborted connect (`Aborted_connects`, and a handshake error
+/// toward `max_connect_errors`: enough of them block the pod's host with 1129).
+/// Instead finish the handshake: as the probe user when one is configured
+/// (a real login, then COM_QUIT: nothing counted), else as a user that does
+/// not exist (an authentication failure, which does not count toward
+/// `max_connect_errors`).
+async fn end_abandoned(mut server: ServerIo, greeting: &[u8], probe: Option<&ProbeConfig>, within: Duration, shared: &Shared) {
+    let ending = match tokio::time::timeout(within, end_backend_handshake(&mut server, greeting, probe)).await {
+        Ok(Ok(ending)) => ending,
+        Ok(Err(_)) | Err(_) => "dropped",
+    };
+    shared.metrics.handshake_abandoned(ending);
+    tracing::debug!(ending, "the client left before its handshake response; thaw ended the backend handshake");
+}
+
+async fn end_backend_handshake(server: &mut ServerIo, greeting: &[u8], probe: Option<&ProbeConfig>) -> Result<&'static str, SessionError> {
+    const BAD: SessionError = SessionError::Protocol("server greeting");
+    let (nonce, plugin) = caps::greeting_auth(greeting).ok_or(BAD)?;
+    let (user, password) = match probe {
+        Some(p) => (p.user.as_str(), p.password.as_bytes()),
+        None => (ABANDONED_USER, &b""[..]),
+    };
+    let (auth, plugin) = match own_auth(&plugin, &nonce, password) {
+        Some(auth) => (auth, plugin.as_str()),
+        None => (own_auth(NATIVE, &nonce, password).unwrap_or_default(), NATIVE),
+    };
+    server.send(&caps::build_handshake_response(user, &auth, plugin)).await?;
+    server.flush().await?;
+    // OK, ERR, or an auth switch / more data; a few rounds at most.
+    for _ in 0..4 {
+        let p = server.read().await?.ok_or(SessionError::BackendClosed)?;
+        match p.first() {
+            Some(&OK) => {
+                server.reset_seq();
+                server.send(&[0x01]).await?; // COM_QUIT: a clean end, counted nowhere
+                server.flush().await?;
+                return Ok("quit");
+            }
+            Some(&ERR) => return Ok("auth_failed"),
+            Some(&0xFE) => {
+                let body = &p[1..];
+                let nul = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+                let plugin = String::from_utf8_lossy(&body[..nul]).into_owned();
+                let data = body.get(nul + 1..).unwrap_or_default();
+                let nonce = data.strip_suffix(&[0]).unwrap_or(data);
+                // A plugin thaw cannot speak gets an empty answer: the server says ERR.
+                server.send(&own_auth(&plugin, nonce, password).unwrap_or_default()).await?;
+                server.flush().await?;
+            }
+            Some(&0x01) if p.as_ref() == [0x01, 0x03] => {} // caching_sha2 fast auth: OK follows
+            _ => return Ok("dropped"),
+        }
+    }
+    Ok("dropped")
+}
+
+const NATIVE: &str = "mysql_native_password";
+
+/// thaw's own auth answer for `plugin`, or None if it cannot compute one.
+fn own_auth(plugin: &str, nonce: &[u8], password: &[u8]) -> Option<Vec<u8>> {
+    use mysql_common::scramble;
+    match plugin {
+        NATIVE => Some(scramble::scramble_native(nonce, password).map(|s| s.to_vec()).unwrap_or_default()),
+        "caching_sha2_password" => Some(scramble::scramble_sha256(nonce, password).map(|s| s.to_vec()).unwrap_or_default()),
+        _ => None,
     }
 }
 

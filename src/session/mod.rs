@@ -41,6 +41,10 @@ pub struct Shared {
     pub logged_unhandled: Mutex<HashSet<String>>,
     /// `limits.global_buffer_bytes`: shared by every connection.
     pub buffers: Arc<budget::Budget>,
+    /// `cannot connect to backend` lines: at most one per 10 s during an outage.
+    pub backend_warn: crate::ops::throttle::WarnLimiter,
+    /// `connection-phase deadline passed` lines (TLS, auth): at most one per 10 s.
+    pub timeout_warn: crate::ops::throttle::WarnLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ pub enum SessionError {
     ClientClosed,
     #[error("backend closed the connection")]
     BackendClosed,
+    #[error("{0} did not finish within {1} ms")]
+    Timeout(&'static str, u64),
     #[error("protocol: {0}")]
     Protocol(&'static str),
 }
@@ -71,9 +77,16 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     m.connections_open.inc();
     let span = tracing::info_span!("conn", client = %peer, thread_id = tracing::field::Empty);
     async {
-        match run(client, shared).await {
+        match run(client, shared.clone()).await {
             Ok(()) | Err(SessionError::ClientClosed) => tracing::debug!("connection closed"),
             Err(SessionError::BackendClosed) => tracing::info!("backend closed the connection"),
+            // Logged (rate limited) where it happened.
+            Err(e @ SessionError::Connect(..)) => tracing::debug!(error = %e, "connection ended"),
+            Err(e @ SessionError::Timeout(..)) => {
+                if let Some(suppressed) = shared.timeout_warn.check() {
+                    tracing::warn!(error = %e, suppressed, "connection-phase deadline passed; closed");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "connection ended with an error"),
         }
     }
@@ -84,10 +97,14 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 
 async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError> {
     let _ = client.set_nodelay(true);
+    // Timeouts, keepalive and the probe user follow reloads, from the next connection on.
+    let generation = shared.generation.borrow().clone();
+    let live = &generation.config;
+    set_keepalive(&client, live.tcp_keepalive_secs);
     let cfg = &shared.config;
     // Until the client has logged in, its packets are held to the handshake limit.
     let mut client = PacketIo::new(client, cfg.limits.handshake_max_bytes);
-    let connect_timeout = Duration::from_millis(shared.generation.borrow().config.connect_timeout_ms);
+    let connect_timeout = Duration::from_millis(live.connect_timeout_ms);
     let connect = tokio::time::timeout(connect_timeout, TcpStream::connect(&cfg.backend)).await;
     let tcp = match connect {
         Ok(Ok(tcp)) => tcp,
@@ -95,8 +112,10 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
         Err(_) => return Err(backend_unreachable(&mut client, &shared, "timed out".into()).await),
     };
     let _ = tcp.set_nodelay(true);
+    set_keepalive(&tcp, live.tcp_keepalive_secs);
     let server = PacketIo::new(BackendStream::Plain(tcp), cfg.max_packet_bytes);
-    let relayed = match handshake::relay(&mut client, server, &shared.tls, cfg.max_packet_bytes).await {
+    let deadlines = handshake::Deadlines::from_config(live);
+    let relayed = match handshake::relay(&mut client, server, &shared, &deadlines, live.probe.as_ref()).await {
         Err(SessionError::Wire(WireError::TooLarge(n, max))) => {
             shared.metrics.packets_too_large.get_or_create(&labels([("phase", "handshake".into())])).inc();
             tracing::warn!(bytes = n, limit = max, "client packet before login over limits.handshake_max_bytes; closing");
@@ -108,6 +127,7 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
     let Some((server, state)) = relayed else {
         return Ok(());
     };
+    drop(generation);
     client.set_max_packet(cfg.max_packet_bytes);
     tracing::Span::current().record("thread_id", state.thread_id);
     tracing::debug!(user = %state.user, schema = ?state.schema, "authenticated");
@@ -122,13 +142,44 @@ pub(crate) async fn refuse_too_large(client: &mut handshake::ClientIo, setting: 
     Ok(client.flush().await?)
 }
 
+/// TCP keepalive (idle time `secs`, then probes every `secs / 3`, at least 1 s); 0 leaves it off.
+fn set_keepalive(tcp: &TcpStream, secs: u64) {
+    if secs == 0 {
+        return;
+    }
+    let idle = Duration::from_secs(secs);
+    let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(Duration::from_secs((secs / 3).max(1)));
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
 /// The client has sent nothing yet: answer with a pre-handshake ERR as a
 /// server would (no SQLSTATE; a server-side code, never a client 2xxx code).
-async fn backend_unreachable(client: &mut handshake::ClientIo, shared: &Shared, why: String) -> SessionError {
+pub(crate) async fn backend_unreachable(client: &mut handshake::ClientIo, shared: &Shared, why: String) -> SessionError {
     shared.metrics.backend_connect_failures.inc();
-    tracing::warn!(backend = %shared.config.backend, error = %why, "cannot connect to backend");
+    if let Some(suppressed) = shared.backend_warn.check() {
+        tracing::warn!(backend = %shared.config.backend, error = %why, suppressed, "cannot connect to backend");
+    }
     let msg = format!("thaw: cannot connect to backend {}: {why}", shared.config.backend);
     let _ = client.send(&crate::wire::packets::build_err_no_state(1040, &msg)).await;
     let _ = client.flush().await;
     SessionError::Connect(shared.config.backend.clone(), why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keepalive_is_set_only_when_configured() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        set_keepalive(&tcp, 0);
+        assert!(!socket2::SockRef::from(&tcp).keepalive().unwrap());
+        set_keepalive(&tcp, 30);
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+    }
 }

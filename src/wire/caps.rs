@@ -76,6 +76,51 @@ pub fn patch_greeting(p: &mut [u8]) -> Result<Greeting, WireError> {
     Ok(Greeting { server_caps: caps, server_ext_caps: ext, thread_id, server_version, status, charset })
 }
 
+/// The nonce (both parts, joined) and the auth plugin a HandshakeV10 offers.
+pub fn greeting_auth(p: &[u8]) -> Option<(Vec<u8>, String)> {
+    if p.first() != Some(&10) {
+        return None;
+    }
+    let v = p[1..].iter().position(|&b| b == 0)? + 2;
+    let part1 = p.get(v + 4..v + 12)?;
+    let caps_hi = u16::from_le_bytes([*p.get(v + 18)?, *p.get(v + 19)?]) as u32;
+    let auth_len = *p.get(v + 20)? as usize;
+    let rest = p.get(v + 31..)?;
+    let part2_len = auth_len.saturating_sub(8).max(13).min(rest.len());
+    let part2 = &rest[..part2_len];
+    let part2 = part2.strip_suffix(&[0]).unwrap_or(part2);
+    let mut nonce = part1.to_vec();
+    nonce.extend_from_slice(part2);
+    let plugin = if (caps_hi << 16) & C::CLIENT_PLUGIN_AUTH.bits() != 0 {
+        let name = &rest[part2_len..];
+        String::from_utf8_lossy(&name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())]).into_owned()
+    } else {
+        "mysql_native_password".into()
+    };
+    Some((nonce, plugin))
+}
+
+/// A minimal HandshakeResponse41 of thaw's own (readiness check, ending a
+/// backend handshake that the client abandoned): no schema, no attributes.
+pub fn build_handshake_response(user: &str, auth: &[u8], plugin: &str) -> Vec<u8> {
+    let caps = C::CLIENT_LONG_PASSWORD.bits()
+        | C::CLIENT_PROTOCOL_41.bits()
+        | C::CLIENT_TRANSACTIONS.bits()
+        | SECURE_CONNECTION
+        | C::CLIENT_PLUGIN_AUTH.bits();
+    let mut resp = caps.to_le_bytes().to_vec();
+    resp.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    resp.push(33); // utf8_general_ci
+    resp.extend_from_slice(&[0; 23]);
+    resp.extend_from_slice(user.as_bytes());
+    resp.push(0);
+    resp.push(auth.len().min(255) as u8);
+    resp.extend_from_slice(&auth[..auth.len().min(255)]);
+    resp.extend_from_slice(plugin.as_bytes());
+    resp.push(0);
+    resp
+}
+
 /// What thaw needs from the client's HandshakeResponse41.
 #[derive(Debug, Clone, Default)]
 pub struct ClientHello {
@@ -162,6 +207,24 @@ mod tests {
         assert_eq!(again.server_caps & MULTI_STATEMENTS, MULTI_STATEMENTS);
         // Nonce and plugin name untouched.
         assert_eq!(&p[p.len() - 34..], &orig[orig.len() - 34..]);
+    }
+
+    #[test]
+    fn greeting_auth_reads_both_nonce_parts_and_the_plugin() {
+        let caps = 0xF7FF_FFFF & !CLIENT_MYSQL;
+        let (nonce, plugin) = greeting_auth(&greeting(caps, 0)).unwrap();
+        assert_eq!(nonce, b"abcdefghijklmnopqrst");
+        assert_eq!(plugin, "mysql_native_password");
+        assert!(greeting_auth(&[10, b'x']).is_none(), "a truncated greeting is not read past its end");
+    }
+
+    #[test]
+    fn own_handshake_response_parses_back() {
+        let mut p = build_handshake_response("thaw_probe", &[7; 20], "mysql_native_password");
+        let h = patch_client_response(&mut p).unwrap();
+        assert_eq!(h.user, "thaw_probe");
+        assert_eq!(h.database, None);
+        assert!(p.ends_with(b"mysql_native_password\0"));
     }
 
     #[test]
