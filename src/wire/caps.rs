@@ -104,7 +104,9 @@ pub fn patch_client_response(p: &mut [u8]) -> Result<ClientHello, WireError> {
     // Skip the auth response; only its length matters here.
     if caps & PLUGIN_AUTH_LENENC != 0 {
         let (len, used) = super::packets::lenenc_int(p.get(i..).ok_or(BAD)?).ok_or(BAD)?;
-        i += used + len as usize;
+        // The length is the client's to choose (up to 2^64 - 1): saturate, so
+        // an impossible length reads as past the end, like any too-long one.
+        i = i.saturating_add(used).saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
     } else if caps & SECURE_CONNECTION != 0 {
         let len = *p.get(i).ok_or(BAD)? as usize;
         i += 1 + len;
@@ -160,6 +162,24 @@ mod tests {
         assert_eq!(again.server_caps & MULTI_STATEMENTS, MULTI_STATEMENTS);
         // Nonce and plugin name untouched.
         assert_eq!(&p[p.len() - 34..], &orig[orig.len() - 34..]);
+    }
+
+    /// Found by fuzzing (issue 10): an 8-byte lenenc auth length near
+    /// 2^64 overflowed the offset (a panic with overflow checks, a wrapped
+    /// offset without).
+    #[test]
+    fn client_chosen_auth_length_does_not_overflow() {
+        let caps = PLUGIN_AUTH_LENENC | CONNECT_WITH_DB | C::CLIENT_PROTOCOL_41.bits();
+        for len in [u64::MAX, u64::MAX - 8, 1 << 63] {
+            let mut p = caps.to_le_bytes().to_vec();
+            p.extend_from_slice(&[0; 28]);
+            p.extend_from_slice(b"root\0\xFE");
+            p.extend_from_slice(&len.to_le_bytes());
+            p.extend_from_slice(b"billing\0");
+            let h = patch_client_response(&mut p).unwrap();
+            assert_eq!(h.user, "root");
+            assert_eq!(h.database, None, "an auth response past the end leaves no schema");
+        }
     }
 
     #[test]
