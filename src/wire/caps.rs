@@ -209,6 +209,26 @@ mod tests {
         assert_eq!(&p[p.len() - 34..], &orig[orig.len() - 34..]);
     }
 
+    /// Found by fuzzing (issue 10): an 8-byte lenenc auth length near
+    /// 2^64 overflowed the offset (a panic with overflow checks, a wrapped
+    /// offset without).
+    #[test]
+    fn client_chosen_auth_length_does_not_overflow() {
+        let caps = PLUGIN_AUTH_LENENC | CONNECT_WITH_DB | C::CLIENT_PROTOCOL_41.bits();
+        for len in [u64::MAX, u64::MAX - 8, 1 << 63] {
+            let mut p = caps.to_le_bytes().to_vec();
+            p.extend_from_slice(&[0; 28]);
+            p.extend_from_slice(b"root\0\xFE");
+            p.extend_from_slice(&len.to_le_bytes());
+            p.extend_from_slice(b"billing\0");
+            // Refused as malformed, never a panic or a wrapped offset.
+            if let Ok(h) = patch_client_response(&mut p) {
+                assert_eq!(h.user, "root");
+                assert_eq!(h.database, None, "an auth response past the end leaves no schema");
+            }
+        }
+    }
+
     #[test]
     fn greeting_auth_reads_both_nonce_parts_and_the_plugin() {
         let caps = 0xF7FF_FFFF & !CLIENT_MYSQL;
