@@ -94,6 +94,10 @@ fi
 echo "local_infile=$(sqlq 'SELECT @@GLOBAL.local_infile')"
 
 # ---------------------------------------------------------------- Rust
+phase "cargo fmt --check, cargo clippy --all-targets -D warnings"
+cargo fmt --check || die "cargo fmt --check: run cargo fmt"
+cargo clippy --all-targets --locked -- -D warnings || die "clippy found warnings"
+
 phase "cargo build --locked"
 cargo build --locked || die "cargo build failed"
 
