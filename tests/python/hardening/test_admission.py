@@ -268,8 +268,12 @@ def abandoned(t: ThawProc, ending: str) -> float:
 
 
 def settled(t: ThawProc) -> None:
-    """ThawProc.start()'s own check connection is a bare connect too: let it finish."""
+    """ThawProc.start()'s own check connection is a bare connect too: let it
+    finish, its backend handshake included (that ending is counted after the
+    client side closed, so wait for the count, not only the gauge)."""
     wait_for(lambda: scrape(t.admin_port).get("thaw_client_connections_open") == 0, timeout=5, what="no open connection")
+    ended = lambda: sum(abandoned(t, e) for e in ("quit", "auth_failed", "dropped"))  # noqa: E731
+    wait_for(lambda: ended() >= 1, timeout=5, what="the start check's backend handshake to end")
 
 
 def _bare_connects(t: ThawProc, n: int) -> None:
