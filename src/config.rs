@@ -100,8 +100,16 @@ pub struct TlsConfig {
     /// certificate is not verified (encryption only), like `--ssl` in the mysql CLI.
     pub ca_file: Option<PathBuf>,
     /// Check that the certificate names the backend host (or `server_name`).
-    pub verify_identity: bool,
+    /// Unset: on when `ca_file` is given; `false` is the explicit opt-out.
+    pub verify_identity: Option<bool>,
     pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// Whether the host name is checked: by default whenever a CA is given.
+    pub fn verifies_identity(&self) -> bool {
+        self.verify_identity.unwrap_or(self.ca_file.is_some())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -242,7 +250,7 @@ impl Config {
         if self.retry.backoff_base_ms > self.retry.backoff_cap_ms {
             return Err("retry.backoff_base_ms exceeds retry.backoff_cap_ms".into());
         }
-        if self.backend_tls.verify_identity && self.backend_tls.ca_file.is_none() {
+        if self.backend_tls.verify_identity == Some(true) && self.backend_tls.ca_file.is_none() {
             return Err("backend_tls.verify_identity needs backend_tls.ca_file".into());
         }
         Ok(())
@@ -299,6 +307,18 @@ mod tests {
         assert!(err.contains("auth_timeout_ms"), "{err}");
         assert!(Config::parse("max_connections: 0\n", "c.yaml").is_err());
         assert!(Config::parse("readiness_interval_ms: 5\n", "c.yaml").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_turns_host_name_verification_on_unless_opted_out() {
+        let c = Config::parse("backend_tls:\n  mode: required\n  ca_file: /ca.pem\n", "c.yaml").unwrap();
+        assert!(c.backend_tls.verifies_identity());
+        let c = Config::parse("backend_tls:\n  mode: required\n  ca_file: /ca.pem\n  verify_identity: false\n", "c.yaml").unwrap();
+        assert!(!c.backend_tls.verifies_identity());
+        let c = Config::parse("backend_tls:\n  mode: required\n", "c.yaml").unwrap();
+        assert!(!c.backend_tls.verifies_identity(), "no CA: encryption only");
+        let err = Config::parse("backend_tls:\n  mode: required\n  verify_identity: true\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().contains("ca_file"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub async fn run(
         buffers: crate::session::budget::Budget::new(config.limits.global_buffer_bytes, metrics.buffered_bytes.clone()),
         backend_warn: WarnLimiter::new(Duration::from_secs(10)),
         timeout_warn: WarnLimiter::new(Duration::from_secs(10)),
+        tls_fallback_warn: WarnLimiter::new(Duration::from_secs(10)),
     });
     // Admin first: once the proxy port accepts, /metrics and /readyz answer too.
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_total: Counter,
     pub backend_connect_failures: Counter,
+    /// `backend_tls: preferred` connections that went on in plain text.
+    pub backend_tls_fallbacks: Counter,
     /// Client connections answered with 1040 because `max_connections` were open.
     pub connections_refused: Counter,
     /// Failed accepts, by listener (`proxy`, `admin`).
@@ -70,6 +72,7 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             backend_connect_failures: Counter::default(),
+            backend_tls_fallbacks: Counter::default(),
             connections_refused: Counter::default(),
             accept_errors: Family::default(),
             handshake_timeouts: Family::default(),
@@ -97,6 +100,11 @@ impl Metrics {
         registry.register("client_connections_open", "Client connections currently open", m.connections_open.clone());
         registry.register("client_connections", "Client connections accepted", m.connections_total.clone());
         registry.register("backend_connect_failures", "Backend connections that could not be opened", m.backend_connect_failures.clone());
+        registry.register(
+            "backend_tls_fallbacks",
+            "backend_tls preferred: backend connections that went on in plain text because the server did not offer TLS",
+            m.backend_tls_fallbacks.clone(),
+        );
         registry.register(
             "client_connections_refused",
             "Client connections answered with 1040 because max_connections were open",

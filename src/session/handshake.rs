@@ -116,6 +116,19 @@ pub async fn relay(
             return Err(e.into());
         }
     };
+    if tls.mode == TlsMode::Preferred && !use_tls {
+        // Not silent: this login and everything after it go to the server in
+        // plain text. Counted once the client has shown it is a MySQL client
+        // (a TCP probe is no fallback).
+        shared.metrics.backend_tls_fallbacks.inc();
+        if let Some(suppressed) = shared.tls_fallback_warn.check() {
+            tracing::warn!(
+                backend = %shared.config.backend,
+                suppressed,
+                "backend_tls is preferred but the backend does not offer TLS; this connection is plain text to the server"
+            );
+        }
+    }
     if use_tls {
         let with_ssl = (hello.caps | caps::SSL).to_le_bytes();
         r[0..4].copy_from_slice(&with_ssl);

@@ -45,6 +45,8 @@ pub struct Shared {
     pub backend_warn: crate::ops::throttle::WarnLimiter,
     /// `connection-phase deadline passed` lines (TLS, auth): at most one per 10 s.
     pub timeout_warn: crate::ops::throttle::WarnLimiter,
+    /// `backend_tls: preferred` falling back to plain text: at most one line per 10 s.
+    pub tls_fallback_warn: crate::ops::throttle::WarnLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
