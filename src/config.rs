@@ -24,6 +24,8 @@ pub struct Config {
     /// A rules YAML file or a folder of them.
     pub rules: PathBuf,
     pub backend_tls: TlsConfig,
+    /// TLS offered to clients (thaw terminates it); off without it.
+    pub client_tls: Option<ClientTlsConfig>,
     pub log: LogConfig,
     /// SIGTERM: how long open transactions may run before connections are closed.
     pub shutdown_grace_secs: u64,
@@ -62,6 +64,7 @@ impl Default for Config {
             admin: "127.0.0.1:9105".parse().unwrap(),
             rules: PathBuf::from("rules"),
             backend_tls: TlsConfig::default(),
+            client_tls: None,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
             max_packet_bytes: 1 << 30,
@@ -103,6 +106,17 @@ pub struct TlsConfig {
     /// Unset: on when `ca_file` is given; `false` is the explicit opt-out.
     pub verify_identity: Option<bool>,
     pub server_name: Option<String>,
+}
+
+/// thaw's certificate toward the app: it advertises TLS in the greeting it
+/// relays and terminates the TLS a client asks for.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl TlsConfig {
@@ -319,6 +333,16 @@ mod tests {
         assert!(!c.backend_tls.verifies_identity(), "no CA: encryption only");
         let err = Config::parse("backend_tls:\n  mode: required\n  verify_identity: true\n", "c.yaml").unwrap_err();
         assert!(err.to_string().contains("ca_file"), "{err}");
+    }
+
+    #[test]
+    fn client_tls_needs_cert_and_key() {
+        assert_eq!(Config::default().client_tls, None);
+        let c = Config::parse("client_tls:\n  cert: /c.pem\n  key: /k.pem\n", "c.yaml").unwrap();
+        let t = c.client_tls.unwrap();
+        assert_eq!((t.cert.to_str(), t.key.to_str()), (Some("/c.pem"), Some("/k.pem")));
+        let err = Config::parse("client_tls:\n  cert: /c.pem\n", "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("key"), "{err}");
     }
 
     #[test]

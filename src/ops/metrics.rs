@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 pub type Labels = Vec<(&'static str, String)>;
 
 /// Connection phases with a deadline (`thaw_handshake_timeouts_total{phase}`).
-pub const PHASES: [&str; 4] = ["client_handshake", "backend_greeting", "auth", "tls"];
+pub const PHASES: [&str; 5] = ["client_handshake", "backend_greeting", "auth", "tls", "client_tls"];
 /// How a backend handshake that the client abandoned ended (`thaw_handshakes_abandoned_total{ending}`):
 /// `quit` (logged in as the probe user and sent COM_QUIT: no aborted connect),
 /// `auth_failed` (no probe user: a failed login, which the server does not count
