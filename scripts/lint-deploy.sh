@@ -291,8 +291,38 @@ if config_path:
     if key not in data:
         errors.append(f"thaw-config has no key {key}")
     else:
-        (out / "thaw.yaml").write_text(data[key])
-        conf = yaml.safe_load(data[key]) or {}
+        text = data[key]
+        conf = yaml.safe_load(text) or {}
+        # backend_tls.ca_file must come from a mounted ConfigMap or Secret key;
+        # laid out under out/ for the start check (a placeholder without a
+        # certificate is replaced there by a throwaway CA: see below).
+        ca = (conf.get("backend_tls") or {}).get("ca_file")
+        if ca:
+            ca = pathlib.PurePosixPath(ca)
+            cam = mounts.get(str(ca.parent))
+            cav = vols.get(cam["name"], {}) if cam else {}
+            kind, name = ("ConfigMap", cav["configMap"].get("name")) if "configMap" in cav else \
+                ("Secret", cav.get("secret", {}).get("secretName"))
+            src_doc = [d for f, d in by_kind.get(kind, []) if d["metadata"]["name"] == name]
+            if not cam or "subPath" in cam or not src_doc:
+                errors.append(f"backend_tls.ca_file {ca}: its folder must be a ConfigMap or Secret mounted on thaw")
+            else:
+                d = src_doc[0]
+                files = dict(d.get("data", {}) if kind == "ConfigMap" else d.get("stringData", {}))
+                if kind == "Secret":
+                    import base64
+                    files.update({k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()})
+                if ca.name not in files:
+                    errors.append(f"backend_tls.ca_file {ca}: {kind} {name} has no key {ca.name}")
+                else:
+                    (out / "backend-ca").mkdir(exist_ok=True)
+                    (out / "backend-ca" / ca.name).write_text(files[ca.name])
+                    if "BEGIN CERTIFICATE-----\n" not in files[ca.name]:
+                        (out / "backend-ca.placeholder").write_text(ca.name)
+                        print(f"note: {kind} {name} key {ca.name} is a placeholder: thaw will not start "
+                              "until it holds the database's CA bundle")
+                    text = text.replace(str(ca), str(out / "backend-ca" / ca.name))
+        (out / "thaw.yaml").write_text(text)
         if not conf.get("probe"):
             print("note: thaw-config has no probe credentials: /readyz falls back to TCP + greeting, "
                   "which counts against the server's max_connect_errors")
@@ -498,6 +528,19 @@ fi
 "$BIN" check --rules "$CONFIG_OUT/rules" || die "thaw check failed on the thaw-rules ConfigMap's files"
 
 phase "the Kubernetes thaw.yaml, loaded by thaw itself"
+if [ -f "$CONFIG_OUT/backend-ca.placeholder" ]; then
+    # The shipped CA bundle is a placeholder: thaw must refuse it, then start with a real one.
+    if timeout 20 "$BIN" run --config "$CONFIG_OUT/thaw.yaml" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+        --rules "$CONFIG_OUT/rules" >"$CONFIG_OUT/thaw-ca.log" 2>&1; then
+        die "thaw started with the placeholder backend CA bundle"
+    fi
+    grep -q "no certificates in file" "$CONFIG_OUT/thaw-ca.log" || { cat "$CONFIG_OUT/thaw-ca.log"; die "thaw refused the placeholder CA bundle without saying why"; }
+    echo "thaw refuses the placeholder CA bundle: $(grep -m1 "no certificates in file" "$CONFIG_OUT/thaw-ca.log")"
+    ca_pem="$CONFIG_OUT/backend-ca/$(cat "$CONFIG_OUT/backend-ca.placeholder")"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 1 -subj "/CN=thaw lint-deploy CA" \
+        -addext basicConstraints=critical,CA:TRUE -keyout "$CONFIG_OUT/backend-ca.key" -out "$ca_pem" >/dev/null 2>&1 \
+        || die "openssl could not make a throwaway CA"
+fi
 if [ -f "$CONFIG_OUT/thaw.yaml" ]; then
     P_SQL="$(free_port)"; P_ADMIN="$(free_port)"
     "$BIN" run --config "$CONFIG_OUT/thaw.yaml" --listen "127.0.0.1:$P_SQL" --admin "127.0.0.1:$P_ADMIN" \

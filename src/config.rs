@@ -24,6 +24,8 @@ pub struct Config {
     /// A rules YAML file or a folder of them.
     pub rules: PathBuf,
     pub backend_tls: TlsConfig,
+    /// TLS offered to clients (thaw terminates it); off without it.
+    pub client_tls: Option<ClientTlsConfig>,
     pub log: LogConfig,
     /// SIGTERM: how long open transactions may run before connections are closed.
     pub shutdown_grace_secs: u64,
@@ -62,6 +64,7 @@ impl Default for Config {
             admin: "127.0.0.1:9105".parse().unwrap(),
             rules: PathBuf::from("rules"),
             backend_tls: TlsConfig::default(),
+            client_tls: None,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
             max_packet_bytes: 1 << 30,
@@ -100,8 +103,27 @@ pub struct TlsConfig {
     /// certificate is not verified (encryption only), like `--ssl` in the mysql CLI.
     pub ca_file: Option<PathBuf>,
     /// Check that the certificate names the backend host (or `server_name`).
-    pub verify_identity: bool,
+    /// Unset: on when `ca_file` is given; `false` is the explicit opt-out.
+    pub verify_identity: Option<bool>,
     pub server_name: Option<String>,
+}
+
+/// thaw's certificate toward the app: it advertises TLS in the greeting it
+/// relays and terminates the TLS a client asks for.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl TlsConfig {
+    /// Whether the host name is checked: by default whenever a CA is given.
+    pub fn verifies_identity(&self) -> bool {
+        self.verify_identity.unwrap_or(self.ca_file.is_some())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -242,7 +264,7 @@ impl Config {
         if self.retry.backoff_base_ms > self.retry.backoff_cap_ms {
             return Err("retry.backoff_base_ms exceeds retry.backoff_cap_ms".into());
         }
-        if self.backend_tls.verify_identity && self.backend_tls.ca_file.is_none() {
+        if self.backend_tls.verify_identity == Some(true) && self.backend_tls.ca_file.is_none() {
             return Err("backend_tls.verify_identity needs backend_tls.ca_file".into());
         }
         Ok(())
@@ -299,6 +321,28 @@ mod tests {
         assert!(err.contains("auth_timeout_ms"), "{err}");
         assert!(Config::parse("max_connections: 0\n", "c.yaml").is_err());
         assert!(Config::parse("readiness_interval_ms: 5\n", "c.yaml").is_err());
+    }
+
+    #[test]
+    fn a_ca_file_turns_host_name_verification_on_unless_opted_out() {
+        let c = Config::parse("backend_tls:\n  mode: required\n  ca_file: /ca.pem\n", "c.yaml").unwrap();
+        assert!(c.backend_tls.verifies_identity());
+        let c = Config::parse("backend_tls:\n  mode: required\n  ca_file: /ca.pem\n  verify_identity: false\n", "c.yaml").unwrap();
+        assert!(!c.backend_tls.verifies_identity());
+        let c = Config::parse("backend_tls:\n  mode: required\n", "c.yaml").unwrap();
+        assert!(!c.backend_tls.verifies_identity(), "no CA: encryption only");
+        let err = Config::parse("backend_tls:\n  mode: required\n  verify_identity: true\n", "c.yaml").unwrap_err();
+        assert!(err.to_string().contains("ca_file"), "{err}");
+    }
+
+    #[test]
+    fn client_tls_needs_cert_and_key() {
+        assert_eq!(Config::default().client_tls, None);
+        let c = Config::parse("client_tls:\n  cert: /c.pem\n  key: /k.pem\n", "c.yaml").unwrap();
+        let t = c.client_tls.unwrap();
+        assert_eq!((t.cert.to_str(), t.key.to_str()), (Some("/c.pem"), Some("/k.pem")));
+        let err = Config::parse("client_tls:\n  cert: /c.pem\n", "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("key"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum ServerError {
     Bind(std::net::SocketAddr, std::io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    ClientTls(#[from] crate::session::client_tls::ClientTlsError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -41,9 +43,11 @@ pub async fn run(
     metrics.rules_generation.set(1);
     metrics.zero_rule_series(gen_rx.borrow().rules.tables().map(|t| t.name.as_str()));
     let tls = TlsSetup::new(&config.backend_tls, &config.backend)?;
+    let client_tls = config.client_tls.as_ref().map(crate::session::client_tls::acceptor).transpose()?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         tls,
+        client_tls,
         generation: gen_rx.clone(),
         metrics: metrics.clone(),
         drain: drain_rx.clone(),
@@ -51,6 +55,8 @@ pub async fn run(
         buffers: crate::session::budget::Budget::new(config.limits.global_buffer_bytes, metrics.buffered_bytes.clone()),
         backend_warn: WarnLimiter::new(Duration::from_secs(10)),
         timeout_warn: WarnLimiter::new(Duration::from_secs(10)),
+        tls_fallback_warn: WarnLimiter::new(Duration::from_secs(10)),
+        client_tls_warn: WarnLimiter::new(Duration::from_secs(10)),
     });
     // Admin first: once the proxy port accepts, /metrics and /readyz answer too.
     let admin = ops::admin::bind(config.admin).await.map_err(|e| ServerError::Bind(config.admin, e))?;

@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 pub type Labels = Vec<(&'static str, String)>;
 
 /// Connection phases with a deadline (`thaw_handshake_timeouts_total{phase}`).
-pub const PHASES: [&str; 4] = ["client_handshake", "backend_greeting", "auth", "tls"];
+pub const PHASES: [&str; 5] = ["client_handshake", "backend_greeting", "auth", "tls", "client_tls"];
 /// How a backend handshake that the client abandoned ended (`thaw_handshakes_abandoned_total{ending}`):
 /// `quit` (logged in as the probe user and sent COM_QUIT: no aborted connect),
 /// `auth_failed` (no probe user: a failed login, which the server does not count
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_total: Counter,
     pub backend_connect_failures: Counter,
+    /// `backend_tls: preferred` connections that went on in plain text.
+    pub backend_tls_fallbacks: Counter,
     /// Client connections answered with 1040 because `max_connections` were open.
     pub connections_refused: Counter,
     /// Failed accepts, by listener (`proxy`, `admin`).
@@ -70,6 +72,7 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
             backend_connect_failures: Counter::default(),
+            backend_tls_fallbacks: Counter::default(),
             connections_refused: Counter::default(),
             accept_errors: Family::default(),
             handshake_timeouts: Family::default(),
@@ -97,6 +100,11 @@ impl Metrics {
         registry.register("client_connections_open", "Client connections currently open", m.connections_open.clone());
         registry.register("client_connections", "Client connections accepted", m.connections_total.clone());
         registry.register("backend_connect_failures", "Backend connections that could not be opened", m.backend_connect_failures.clone());
+        registry.register(
+            "backend_tls_fallbacks",
+            "backend_tls preferred: backend connections that went on in plain text because the server did not offer TLS",
+            m.backend_tls_fallbacks.clone(),
+        );
         registry.register(
             "client_connections_refused",
             "Client connections answered with 1040 because max_connections were open",

@@ -91,8 +91,11 @@ impl TlsSetup {
                 let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| TlsError::Ca(path.display().to_string(), e.to_string()))?;
-                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> =
-                    if cfg.verify_identity { verifier } else { Arc::new(Relaxed { chain: Some(verifier), provider: provider.clone() }) };
+                let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if cfg.verifies_identity() {
+                    verifier
+                } else {
+                    Arc::new(Relaxed { chain: Some(verifier), provider: provider.clone() })
+                };
                 builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
             }
             None => builder.dangerous().with_custom_certificate_verifier(Arc::new(Relaxed { chain: None, provider })).with_no_client_auth(),

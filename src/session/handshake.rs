@@ -3,15 +3,16 @@
 //! client untouched and every auth packet is relayed as sent. Only capability
 //! flags are patched, in place.
 use super::backend::BackendStream;
+use super::client_tls::{ClientStream, Prefixed};
 use super::state::ConnState;
 use super::{SessionError, Shared};
 use crate::config::{Config, ProbeConfig, TlsMode};
 use crate::wire::packets::{self, ERR, OK};
 use crate::wire::{PacketIo, caps};
+use bytes::Bytes;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-pub type ClientIo = PacketIo<TcpStream>;
+pub type ClientIo = PacketIo<ClientStream>;
 pub type ServerIo = PacketIo<BackendStream>;
 
 /// Deadlines of the connection phase, from the generation in force when the client connected.
@@ -75,6 +76,9 @@ pub async fn relay(
             return Ok(None);
         }
     };
+    if shared.client_tls.is_some() {
+        caps::offer_ssl(&mut g)?;
+    }
     client.send(&g).await?;
     client.flush().await?;
 
@@ -82,33 +86,43 @@ pub async fn relay(
     // HandshakeResponse arrives nothing has gone to the backend, so if it
     // leaves (a TCP probe, a port scan) or stays silent, thaw can still end the
     // backend handshake itself instead of leaving an aborted connect there.
-    let response = match tokio::time::timeout(deadlines.client_handshake, client.read()).await {
-        Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) => {
-            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
-            return Err(SessionError::ClientClosed);
-        }
-        Ok(Err(e)) => {
-            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
-            return Err(e.into());
-        }
-        Err(_) => {
-            shared.metrics.handshake_timeout("client_handshake");
-            tracing::debug!(
-                timeout_ms = deadlines.client_handshake.as_millis() as u64,
-                "no handshake response from the client in time; closed"
-            );
+    let started = tokio::time::Instant::now();
+    let mut response = match client_hello(client, deadlines.client_handshake).await {
+        Hello::Got(p) => p,
+        other => return abandoned(other, server, &greeting, probe, deadlines, shared).await,
+    };
+    if response.len() <= 32 {
+        let Some(acceptor) = shared.client_tls.as_ref().filter(|_| caps::client_caps(&response) & caps::SSL != 0) else {
+            // An SSLRequest although thaw did not offer TLS toward the client.
+            let msg = "thaw: TLS between the application and thaw is not configured (client_tls); use plain text on loopback";
+            refuse(client, 1043, "08S01", msg).await?;
             end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
             return Ok(None);
+        };
+        // SSLRequest: the TLS handshake, then the real HandshakeResponse over it.
+        match tokio::time::timeout(deadlines.tls, accept_client_tls(client, acceptor)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+                return Err(SessionError::ClientTls(e));
+            }
+            Err(_) => {
+                shared.metrics.handshake_timeout("client_tls");
+                end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+                return Err(SessionError::Timeout("the TLS handshake with the client", deadlines.tls.as_millis() as u64));
+            }
         }
-    };
-    let mut r = response.to_vec();
-    if r.len() <= 32 {
-        // An SSLRequest although thaw did not offer TLS toward the client.
-        refuse(client, 1043, "08S01", "thaw: TLS between the application and thaw is not supported; use plain text on loopback").await?;
-        end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
-        return Ok(None);
+        let left = deadlines.client_handshake.saturating_sub(started.elapsed());
+        response = match client_hello(client, left).await {
+            Hello::Got(p) if p.len() > 32 => p,
+            Hello::Got(_) => {
+                end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+                return Err(SessionError::Protocol("a second SSLRequest from the client"));
+            }
+            other => return abandoned(other, server, &greeting, probe, deadlines, shared).await,
+        };
     }
+    let mut r = response.to_vec();
     let hello = match caps::patch_client_response(&mut r) {
         Ok(h) => h,
         Err(e) => {
@@ -116,6 +130,19 @@ pub async fn relay(
             return Err(e.into());
         }
     };
+    if tls.mode == TlsMode::Preferred && !use_tls {
+        // Not silent: this login and everything after it go to the server in
+        // plain text. Counted once the client has shown it is a MySQL client
+        // (a TCP probe is no fallback).
+        shared.metrics.backend_tls_fallbacks.inc();
+        if let Some(suppressed) = shared.tls_fallback_warn.check() {
+            tracing::warn!(
+                backend = %shared.config.backend,
+                suppressed,
+                "backend_tls is preferred but the backend does not offer TLS; this connection is plain text to the server"
+            );
+        }
+    }
     if use_tls {
         let with_ssl = (hello.caps | caps::SSL).to_le_bytes();
         r[0..4].copy_from_slice(&with_ssl);
@@ -168,6 +195,56 @@ pub async fn relay(
             Err(SessionError::Timeout("authentication", ms))
         }
     }
+}
+
+enum Hello {
+    Got(Bytes),
+    Closed,
+    Failed(SessionError),
+    Silent(Duration),
+}
+
+async fn client_hello(client: &mut ClientIo, within: Duration) -> Hello {
+    match tokio::time::timeout(within, client.read()).await {
+        Ok(Ok(Some(p))) => Hello::Got(p),
+        Ok(Ok(None)) => Hello::Closed,
+        Ok(Err(e)) => Hello::Failed(e.into()),
+        Err(_) => Hello::Silent(within),
+    }
+}
+
+/// No HandshakeResponse: end the backend handshake, and say how the client went.
+async fn abandoned(
+    how: Hello,
+    server: ServerIo,
+    greeting: &[u8],
+    probe: Option<&ProbeConfig>,
+    deadlines: &Deadlines,
+    shared: &Shared,
+) -> Result<Option<(ServerIo, ConnState)>, SessionError> {
+    end_abandoned(server, greeting, probe, deadlines.auth, shared).await;
+    match how {
+        Hello::Got(_) => Ok(None),
+        Hello::Closed => Err(SessionError::ClientClosed),
+        Hello::Failed(e) => Err(e),
+        Hello::Silent(within) => {
+            shared.metrics.handshake_timeout("client_handshake");
+            tracing::debug!(timeout_ms = within.as_millis() as u64, "no handshake response from the client in time; closed");
+            Ok(None)
+        }
+    }
+}
+
+/// Swap the client's transport for TLS after its SSLRequest. Bytes already
+/// read past the SSLRequest (the start of its ClientHello) go to the TLS layer.
+async fn accept_client_tls(client: &mut ClientIo, acceptor: &tokio_rustls::TlsAcceptor) -> std::io::Result<()> {
+    let early = client.take_buffered();
+    let ClientStream::Plain(tcp) = std::mem::replace(client.stream_mut(), ClientStream::Detached) else {
+        return Err(std::io::Error::other("TLS is negotiated once"));
+    };
+    let tls = acceptor.accept(Prefixed::new(early, tcp)).await?;
+    *client.stream_mut() = ClientStream::Tls(Box::new(tls));
+    Ok(())
 }
 
 /// User name thaw logs in as, without a probe user, to end a backend
@@ -247,6 +324,10 @@ fn own_auth(plugin: &str, nonce: &[u8], password: &[u8]) -> Option<Vec<u8>> {
 /// flags) or ERR (returns None). Full duplex: after caching_sha2's fast-auth
 /// success (`01 03`) the server sends OK without a client packet.
 pub async fn auth_exchange(client: &mut ClientIo, server: &mut ServerIo, tls_backend: bool) -> Result<Option<u16>, SessionError> {
+    // A client on TLS to thaw sends clear-text passwords (caching_sha2 full
+    // authentication, mysql_clear_password) that must not go on in plain text.
+    let clear_text_unsafe = client.stream_mut().is_tls() && !tls_backend;
+    let mut clear_text_next = false;
     let mut full_auth_requested = false;
     loop {
         tokio::select! {
@@ -259,6 +340,7 @@ pub async fn auth_exchange(client: &mut ClientIo, server: &mut ServerIo, tls_bac
                     Some(&ERR) => return Ok(None),
                     _ => full_auth_requested = p.as_ref() == [0x01, 0x04],
                 }
+                clear_text_next = full_auth_requested || p.starts_with(b"\xfemysql_clear_password\0");
             }
             p = client.read() => {
                 let p = p?.ok_or(SessionError::ClientClosed)?;
@@ -269,6 +351,14 @@ pub async fn auth_exchange(client: &mut ClientIo, server: &mut ServerIo, tls_bac
                         log in once directly (to fill the server's cache), use mysql_native_password/ed25519, or disable backend_tls").await?;
                     return Ok(None);
                 }
+                if clear_text_unsafe && clear_text_next && p.as_ref() != [0x02] {
+                    // The client took its TLS leg to thaw for the whole path: its
+                    // password in clear text would reach the server unencrypted.
+                    refuse(client, 1045, "28000", "thaw: the client sent a clear-text password (its leg to thaw is TLS) \
+                        but thaw's leg to the server is plain text; not forwarded. Set backend_tls, or use mysql_native_password/ed25519").await?;
+                    return Ok(None);
+                }
+                clear_text_next = false;
                 full_auth_requested = false;
                 server.send(&p).await?;
                 server.flush().await?;

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod budget;
 mod capture;
+pub mod client_tls;
 mod command;
 pub mod handshake;
 mod query;
@@ -32,6 +33,8 @@ pub struct Shared {
     /// Settings fixed for the process's life (listen, backend, TLS, packet limit).
     pub config: Config,
     pub tls: TlsSetup,
+    /// `client_tls`: the TLS server side toward apps, when configured.
+    pub client_tls: Option<tokio_rustls::TlsAcceptor>,
     /// Config and rules that reloads replace.
     pub generation: watch::Receiver<Arc<Generation>>,
     pub metrics: Arc<Metrics>,
@@ -45,6 +48,10 @@ pub struct Shared {
     pub backend_warn: crate::ops::throttle::WarnLimiter,
     /// `connection-phase deadline passed` lines (TLS, auth): at most one per 10 s.
     pub timeout_warn: crate::ops::throttle::WarnLimiter,
+    /// `backend_tls: preferred` falling back to plain text: at most one line per 10 s.
+    pub tls_fallback_warn: crate::ops::throttle::WarnLimiter,
+    /// Failed TLS handshakes with clients: at most one line per 10 s.
+    pub client_tls_warn: crate::ops::throttle::WarnLimiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,8 @@ pub enum SessionError {
     Wire(#[from] WireError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("TLS handshake with the client failed: {0}")]
+    ClientTls(std::io::Error),
     #[error("cannot connect to backend {0}: {1}")]
     Connect(String, String),
     #[error("client closed the connection")]
@@ -87,6 +96,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                     tracing::warn!(error = %e, suppressed, "connection-phase deadline passed; closed");
                 }
             }
+            Err(e @ SessionError::ClientTls(_)) => {
+                if let Some(suppressed) = shared.client_tls_warn.check() {
+                    tracing::warn!(error = %e, suppressed, "TLS handshake with a client failed; closed");
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "connection ended with an error"),
         }
     }
@@ -103,7 +117,7 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
     set_keepalive(&client, live.tcp_keepalive_secs);
     let cfg = &shared.config;
     // Until the client has logged in, its packets are held to the handshake limit.
-    let mut client = PacketIo::new(client, cfg.limits.handshake_max_bytes);
+    let mut client = PacketIo::new(client_tls::ClientStream::Plain(client), cfg.limits.handshake_max_bytes);
     let connect_timeout = Duration::from_millis(live.connect_timeout_ms);
     let connect = tokio::time::timeout(connect_timeout, TcpStream::connect(&cfg.backend)).await;
     let tcp = match connect {

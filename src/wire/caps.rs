@@ -44,6 +44,23 @@ pub struct Greeting {
     pub charset: u8,
 }
 
+/// Advertise CLIENT_SSL in a greeting already checked by `patch_greeting`:
+/// thaw terminates the client's TLS itself.
+pub fn offer_ssl(p: &mut [u8]) -> Result<(), WireError> {
+    const BAD: WireError = WireError::Malformed("server greeting");
+    let nul = p.get(1..).and_then(|b| b.iter().position(|&b| b == 0)).ok_or(BAD)? + 1;
+    let lo = nul + 1 + 13;
+    let flags = p.get(lo..lo + 2).ok_or(BAD)?;
+    let flags = u16::from_le_bytes([flags[0], flags[1]]) | SSL as u16;
+    p[lo..lo + 2].copy_from_slice(&flags.to_le_bytes());
+    Ok(())
+}
+
+/// Capability flags of a client's first packet (an SSLRequest or a HandshakeResponse41).
+pub fn client_caps(p: &[u8]) -> u32 {
+    p.get(0..4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
+}
+
 /// Parse a HandshakeV10 and mask `MASKED` flags in place.
 pub fn patch_greeting(p: &mut [u8]) -> Result<Greeting, WireError> {
     const BAD: WireError = WireError::Malformed("server greeting");

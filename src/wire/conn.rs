@@ -319,6 +319,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     pub fn set_max_packet(&mut self, max: usize) {
         self.max_packet = max;
     }
+    /// Bytes read from the stream but not yet taken as packets (before a transport swap).
+    pub fn take_buffered(&mut self) -> Bytes {
+        self.rbuf.split().freeze()
+    }
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
     }

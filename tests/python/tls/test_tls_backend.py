@@ -1,6 +1,6 @@
 """Backend TLS: the app speaks plain text to thaw on loopback, thaw speaks TLS
 to the server (backend_tls: mode disabled | preferred | required, ca_file,
-verify_identity, server_name).
+verify_identity (on by default with a ca_file), server_name).
 
 Every case runs against a throwaway mariadbd (MariaDBInstance) with
 certificates made here by the openssl CLI.
@@ -21,6 +21,8 @@ import os
 import ssl
 import time
 import uuid
+
+import urllib.request
 
 import pymysql
 import pytest
@@ -175,6 +177,40 @@ def test_required_without_ca_file_encrypts(tls_server, make_thaw, tmp_path):
         conn.close()
 
 
+def metric(thaw, name: str) -> float | None:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{thaw.admin_port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.split(" ")[0] == name:
+            return float(line.split(" ")[1])
+    return None
+
+
+def test_preferred_fallback_to_plain_text_is_counted_and_warned_once(plain_server, make_thaw, tmp_path):
+    """Not silent: each fallback is counted, and a WARN says so (at most one line per 10 s)."""
+    cfg = T.tls_config(tmp_path / "thaw.yaml", "preferred")
+    thaw = make_thaw(cfg, plain_server.port)
+    assert metric(thaw, "thaw_backend_tls_fallbacks_total") == 0
+    for _ in range(3):
+        conn = thaw_connect(thaw)
+        try:
+            assert status(conn, "Ssl_cipher") == ""
+        finally:
+            conn.close()
+    assert metric(thaw, "thaw_backend_tls_fallbacks_total") == 3
+    warned = [line for line in thaw.log_text().splitlines() if "backend does not offer TLS" in line]
+    assert len(warned) == 1, warned
+    assert "WARN" in warned[0] and "preferred" in warned[0], warned[0]
+
+
+def test_preferred_with_tls_server_is_no_fallback(tls_server, make_thaw, tmp_path):
+    cfg = T.tls_config(tmp_path / "thaw.yaml", "preferred")
+    thaw = make_thaw(cfg, tls_server.port)
+    conn = thaw_connect(thaw)
+    conn.close()
+    assert metric(thaw, "thaw_backend_tls_fallbacks_total") == 0
+    assert "does not offer TLS" not in thaw.log_text()
+
+
 def test_preferred_against_plain_server_works_in_plain_text(plain_server, make_thaw, tmp_path):
     cfg = T.tls_config(tmp_path / "thaw.yaml", "preferred")
     thaw = make_thaw(cfg, plain_server.port)
@@ -268,6 +304,23 @@ def test_verify_identity_rejects_a_certificate_for_another_name(pki, wrong_name_
     cfg = T.tls_config(tmp_path / "thaw.yaml", "required", ca_file=pki.ca, verify_identity=True)
     thaw = make_thaw(cfg, wrong_name_server.port)
     _assert_tls_failure(thaw, "certificate for db.example, backend 127.0.0.1")
+
+
+def test_ca_file_alone_verifies_the_host_name(pki, wrong_name_server, make_thaw, tmp_path):
+    """verify_identity unset: a CA turns the host-name check on (the opt-out is verify_identity: false)."""
+    cfg = T.tls_config(tmp_path / "thaw.yaml", "required", ca_file=pki.ca)
+    thaw = make_thaw(cfg, wrong_name_server.port)
+    _assert_tls_failure(thaw, "certificate for db.example, backend 127.0.0.1, verify_identity unset")
+
+
+def test_ca_file_alone_accepts_the_right_name(pki, tls_server, make_thaw, tmp_path):
+    cfg = T.tls_config(tmp_path / "thaw.yaml", "required", ca_file=pki.ca)
+    thaw = make_thaw(cfg, tls_server.port)
+    conn = thaw_connect(thaw)
+    try:
+        assert status(conn, "Ssl_cipher")
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("variant", ["verify_identity_false", "server_name"])
