@@ -11,7 +11,7 @@ use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
 use crate::rules::safety::window_gate;
-use crate::rules::{Action, ErrorResponse, Plan, PlanContext, Rewrite, Seen, ViolationCheck, ViolationResponse};
+use crate::rules::{Action, ErrorResponse, Plan, PlanContext, Rewrite, RowId, Seen, ViolationCheck, ViolationResponse};
 use crate::sql::{self, Shape, TxControl};
 use crate::wire::packets::{self, ERR, OK};
 use crate::wire::response::Expect;
@@ -117,8 +117,8 @@ impl Session {
         let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
         let first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
 
-        if let Some(v) = rewrite.as_ref().and_then(|rw| rw.violation.as_ref())
-            && self.enforce_guard(&first, v).await?
+        if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
+            && self.enforce_guard(&first, rw.violation.as_ref(), rw.row.as_ref()).await?
         {
             return Ok(());
         }
@@ -129,7 +129,11 @@ impl Session {
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
         let class_locking = rewrite.is_none() && matches!(class.as_ref().map(|c| &c.shape), Some(Shape::Read { locking: true }));
         let mut out = self.relay_capturing(first, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;
-        let mut sent = payload.clone();
+        // The replay after a real deadlock re-runs what was recorded, but not
+        // thaw's re-locks: an unlocked read is recorded as the app wrote it, so
+        // the replay holds the row's lock again (and a changed row no longer
+        // matches what the client saw).
+        let mut sent = if unlock.is_some() { packet.clone() } else { payload.clone() };
         if out.held_empty {
             // An unlocked read that found no row: run it as the app wrote it,
             // so its gap lock is taken as it would be direct (get-or-create).
@@ -273,7 +277,7 @@ impl Session {
                         tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
                     }
                 }
-                let rewrite = (rw.action != Action::Pass).then_some(rw);
+                let rewrite = Some(rw);
                 match gate {
                     Some(reason) => Step::ValidateThenSend { reason, rewrite },
                     None => Step::Send(rewrite),
@@ -335,11 +339,11 @@ impl Session {
         Ok(self.client.flush().await?)
     }
 
-    /// A guarded write that matched no row (or whose guard overflowed an
-    /// UNSIGNED column, 1690) either broke an invariant, lost a CAS race, or
-    /// addressed a row that does not exist. Returns true when thaw answered
-    /// the client itself.
-    async fn enforce_guard(&mut self, first: &Bytes, v: &ViolationCheck) -> Result<bool, SessionError> {
+    /// A keyed write of a captured row, or a guarded write, that matched no
+    /// row (or whose guard overflowed an UNSIGNED column, 1690): an invariant
+    /// broke, a CAS race was lost, the app's own condition was false, or the
+    /// row is gone. Returns true when thaw answered the client itself.
+    async fn enforce_guard(&mut self, first: &Bytes, v: Option<&ViolationCheck>, row: Option<&RowId>) -> Result<bool, SessionError> {
         let out_of_range = first.first() == Some(&ERR) && packets::parse_err(first).is_some_and(|e| e.code == 1690);
         if !out_of_range {
             if first.first() != Some(&OK) {
@@ -352,14 +356,40 @@ impl Session {
                 return Ok(false);
             }
         }
-        let exists = self.side_query(&v.exists_sql).await?;
-        if let Some(e) = &exists.err {
-            tracing::warn!(rule = %v.rule, code = e.code, "cannot tell a violation from a missing row; passing the result through");
+        if let Some(v) = v {
+            let exists = self.side_query(&v.exists_sql).await?;
+            if let Some(e) = &exists.err {
+                tracing::warn!(rule = %v.rule, code = e.code, "cannot tell a violation from a missing row; passing the result through");
+                return Ok(false);
+            }
+            if let Some(found) = exists.rows.first() {
+                return self.guard_failed(v, found.first().and_then(|c| c.as_deref()) == Some(b"1")).await;
+            }
+        }
+        // No row matched the app's own WHERE. For a row the app was shown,
+        // that is what direct shows only if the row is still as the app saw
+        // it: lock it by key and compare. Gone or changed: a concurrent change
+        // the lock would have kept out.
+        let Some(id) = row else { return Ok(false) };
+        let Some(captured) = self.txn.captures.get(id).cloned() else { return Ok(false) };
+        if self.validate_row(id, &captured).await? {
             return Ok(false);
         }
-        let Some(row) = exists.rows.first() else { return Ok(false) };
+        self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
+        let error = ErrorResponse {
+            code: 1213,
+            sqlstate: "40001".into(),
+            message: "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction".into(),
+        };
+        self.abort_transaction(error).await?;
+        Ok(true)
+    }
+
+    /// The row matched the app's WHERE but not the guard: a lost CAS race
+    /// (`cas_held` false) or a broken invariant.
+    async fn guard_failed(&mut self, v: &ViolationCheck, cas_held: bool) -> Result<bool, SessionError> {
         let key = if self.live.config.log.redact_literals { "?" } else { v.key.as_str() };
-        if row.first().and_then(|c| c.as_deref()) != Some(b"1") {
+        if !cas_held {
             // The row changed since the app read it: a lost race, retryable.
             tracing::info!(rule = %v.rule, table = %v.table, key, "compare-and-set conflict");
             self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
@@ -375,9 +405,6 @@ impl Session {
         self.shared.metrics.violations.get_or_create(&labels([("rule", v.rule.clone())])).inc();
         tracing::info!(rule = %v.rule, table = %v.table, key, "guard violated");
         let ViolationResponse::Error { error, rollback } = &v.response else {
-            if out_of_range {
-                return Ok(false);
-            }
             return Ok(false);
         };
         if *rollback {

@@ -9,51 +9,57 @@ use super::command::Session;
 use crate::ops::metrics::labels;
 use crate::rules::guard_ident as quote_ident;
 use crate::rules::plan::hex_literal;
-use crate::rules::{ErrorResponse, RowId};
+use crate::rules::{CapturedRow, ErrorResponse, RowId};
 use crate::wire::packets;
 
 impl Session {
     /// `Ok(true)`: every window row is locked and as the app saw it.
     pub(super) async fn validate(&mut self) -> Result<bool, SessionError> {
-        let rows: Vec<(RowId, crate::rules::CapturedRow)> = self.txn.captures.window().map(|(id, r)| (id.clone(), r.clone())).collect();
+        let rows: Vec<(RowId, CapturedRow)> = self.txn.captures.window().map(|(id, r)| (id.clone(), r.clone())).collect();
         for (id, row) in rows {
-            let cols: Vec<&String> = row.values.keys().collect();
-            let list = if cols.is_empty() {
-                quote_ident(&row.key_column)
-            } else {
-                cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
-            };
-            let table = if id.schema.is_empty() {
-                quote_ident(&id.table)
-            } else {
-                format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.table))
-            };
-            let key = if row.key_meta.is_exact_number() && id.key.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
-                id.key.clone()
-            } else {
-                match hex_literal(id.key.as_bytes(), row.key_meta.charset) {
-                    Some(k) => k,
-                    None => return Ok(false),
-                }
-            };
-            let sql = format!("SELECT {list} FROM {table} WHERE {} = {key} FOR UPDATE", quote_ident(&row.key_column));
-            let r = self.side_query(&sql).await?;
-            if r.err.is_some() || r.rows.len() != 1 {
+            if !self.validate_row(&id, &row).await? {
                 return Ok(false);
             }
-            let got = &r.rows[0];
-            if row.protected {
-                let cols: Vec<(String, crate::rules::ColMeta, Option<Vec<u8>>)> =
-                    cols.iter().zip(got).map(|(c, v)| ((*c).clone(), row.meta.get(*c).copied().unwrap_or_default(), v.clone())).collect();
-                self.txn.captures.record(id.clone(), &row.key_column, row.key_meta, &cols, crate::rules::Seen::Locked);
-            } else if cols.iter().zip(got).any(|(c, v)| {
+        }
+        Ok(true)
+    }
+
+    /// Lock one captured row by key and compare it with what the app last
+    /// saw (a row this transaction already held takes the locked values).
+    /// `Ok(true)`: locked and equal; the row is protected from now on.
+    pub(super) async fn validate_row(&mut self, id: &RowId, row: &CapturedRow) -> Result<bool, SessionError> {
+        let cols: Vec<&String> = row.values.keys().collect();
+        let list =
+            if cols.is_empty() { quote_ident(&row.key_column) } else { cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ") };
+        let table =
+            if id.schema.is_empty() { quote_ident(&id.table) } else { format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.table)) };
+        let key = if row.key_meta.is_exact_number() && id.key.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
+            id.key.clone()
+        } else {
+            match hex_literal(id.key.as_bytes(), row.key_meta.charset) {
+                Some(k) => k,
+                None => return Ok(false),
+            }
+        };
+        let sql = format!("SELECT {list} FROM {table} WHERE {} = {key} FOR UPDATE", quote_ident(&row.key_column));
+        let r = self.side_query(&sql).await?;
+        if r.err.is_some() || r.rows.len() != 1 {
+            return Ok(false);
+        }
+        let got = &r.rows[0];
+        if row.protected && !cols.is_empty() {
+            let cols: Vec<(String, crate::rules::ColMeta, Option<Vec<u8>>)> =
+                cols.iter().zip(got).map(|(c, v)| ((*c).clone(), row.meta.get(*c).copied().unwrap_or_default(), v.clone())).collect();
+            self.txn.captures.record(id.clone(), &row.key_column, row.key_meta, &cols, crate::rules::Seen::Locked);
+        } else if !cols.is_empty()
+            && cols.iter().zip(got).any(|(c, v)| {
                 let meta = row.meta.get(*c).copied().unwrap_or_default();
                 row.values.get(*c).is_none_or(|old| !crate::rules::same_value(&meta, old, v))
-            }) {
-                return Ok(false);
-            }
-            self.txn.captures.set_protected(&id);
+            })
+        {
+            return Ok(false);
         }
+        self.txn.captures.set_protected(id);
         Ok(true)
     }
 
