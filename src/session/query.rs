@@ -7,6 +7,7 @@ use super::SessionError;
 use super::capture::ResultCapture;
 use super::command::Session;
 use super::response::{Outcome, RelayOpts};
+use super::validate::deadlock;
 use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
@@ -16,6 +17,9 @@ use crate::sql::{self, Shape, TxControl};
 use crate::wire::packets::{self, ERR, OK};
 use crate::wire::response::Expect;
 use bytes::Bytes;
+
+/// A guarded or keyed write found the row changed since the app read it.
+const ROW_CHANGED: &str = "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction";
 
 /// What the session does with a COM_QUERY, decided before anything is sent.
 enum Step {
@@ -324,11 +328,9 @@ impl Session {
     /// have kept out: the transaction cannot go on.
     async fn abort_diverged(&mut self) -> Result<(), SessionError> {
         self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
-        let error = ErrorResponse {
-            code: 1213,
-            sqlstate: "40001".into(),
-            message: "thaw: Deadlock found when trying to get lock; a row this transaction read was changed by another session; try restarting transaction".into(),
-        };
+        let error = deadlock(
+            "thaw: Deadlock found when trying to get lock; a row this transaction read was changed by another session; try restarting transaction",
+        );
         self.abort_transaction(error).await
     }
 
@@ -376,11 +378,7 @@ impl Session {
             return Ok(false);
         }
         self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
-        let error = ErrorResponse {
-            code: 1213,
-            sqlstate: "40001".into(),
-            message: "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction".into(),
-        };
+        let error = deadlock(ROW_CHANGED);
         self.abort_transaction(error).await?;
         Ok(true)
     }
@@ -393,12 +391,7 @@ impl Session {
             // The row changed since the app read it: a lost race, retryable.
             tracing::info!(rule = %v.rule, table = %v.table, key, "compare-and-set conflict");
             self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
-            let error = ErrorResponse {
-                code: 1213,
-                sqlstate: "40001".into(),
-                message: "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction"
-                    .into(),
-            };
+            let error = deadlock(ROW_CHANGED);
             self.abort_transaction(error).await?;
             return Ok(true);
         }

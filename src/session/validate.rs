@@ -12,6 +12,12 @@ use crate::rules::plan::hex_literal;
 use crate::rules::{CapturedRow, ErrorResponse, RowId};
 use crate::wire::packets;
 
+/// The error thaw answers when it rolls a transaction back for a change
+/// the lock would have kept out: a deadlock, which every app retries.
+pub(super) fn deadlock(message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse { code: 1213, sqlstate: "40001".into(), message: message.into() }
+}
+
 impl Session {
     /// `Ok(true)`: every window row is locked and as the app saw it.
     pub(super) async fn validate(&mut self) -> Result<bool, SessionError> {
@@ -73,13 +79,9 @@ impl Session {
         if ok {
             return Ok(true);
         }
-        let error = ErrorResponse {
-            code: 1213,
-            sqlstate: "40001".into(),
-            message: format!(
-                "thaw: Deadlock found when trying to get lock; a row this transaction read changed before {reason}; transaction rolled back, try restarting transaction"
-            ),
-        };
+        let error = deadlock(format!(
+            "thaw: Deadlock found when trying to get lock; a row this transaction read changed before {reason}; transaction rolled back, try restarting transaction"
+        ));
         self.abort_transaction(error).await?;
         Ok(false)
     }
@@ -88,11 +90,8 @@ impl Session {
     /// every later statement of it with a rolled-back error.
     pub(super) async fn abort_transaction(&mut self, error: ErrorResponse) -> Result<(), SessionError> {
         self.side_query("ROLLBACK").await?;
-        let after = ErrorResponse {
-            code: 1213,
-            sqlstate: "40001".into(),
-            message: format!("thaw: this transaction was rolled back ({} {}); send ROLLBACK and retry it", error.code, error.sqlstate),
-        };
+        let after =
+            deadlock(format!("thaw: this transaction was rolled back ({} {}); send ROLLBACK and retry it", error.code, error.sqlstate));
         self.txn.abort(after);
         // A streamed statement the client is still sending is read to its end first.
         self.discard_streamed().await?;
