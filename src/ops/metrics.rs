@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
+    /// COM_STMT_EXECUTEs by how they reached the server (`original`, `shadow`, `text`).
+    pub prepared_executes: Family<Labels, Counter>,
     /// Re-lock-and-validate runs inside the protection window, by outcome.
     pub validations: Family<Labels, Counter>,
     /// Statements answered with the rolled-back error of an aborted transaction.
@@ -84,6 +86,7 @@ impl Metrics {
             unhandled: Family::default(),
             violations: Family::default(),
             validations: Family::default(),
+            prepared_executes: Family::default(),
             aborted_statements: Counter::default(),
             backend_errors: Family::default(),
             retries: Family::default(),
@@ -150,6 +153,14 @@ impl Metrics {
         );
         for outcome in ["equal", "changed"] {
             let _ = m.validations.get_or_create(&labels([("outcome", outcome.into())]));
+        }
+        registry.register(
+            "prepared_executes",
+            "COM_STMT_EXECUTE by how it reached the server: original, shadow (lock-cut read), text (guarded write)",
+            m.prepared_executes.clone(),
+        );
+        for route in ["original", "shadow", "text"] {
+            let _ = m.prepared_executes.get_or_create(&labels([("route", route.into())]));
         }
         registry.register("backend_errors", "ERR packets from the backend, by code", m.backend_errors.clone());
         registry.register("retries", "Statement retries, by error code and outcome", m.retries.clone());

@@ -3,6 +3,7 @@
 //! updates the transaction's captures with every governed row a result set
 //! shows together with its key, whoever wrote the SELECT.
 use crate::rules::{CaptureSpec, Captures, ColMeta, RuleSet, Seen, canonical_key};
+use crate::wire::binary::{BinColumn, row_as_text};
 use crate::wire::packets::lenenc_str;
 
 #[derive(Debug, Clone)]
@@ -43,11 +44,13 @@ pub struct ResultCapture<'r> {
     pub unlocked_rows: u64,
     /// A malformed packet: the rows shown could not be read.
     pub spoiled: bool,
+    /// Binary-protocol rows (COM_STMT_EXECUTE), read as their text form.
+    binary: bool,
 }
 
 impl<'r> ResultCapture<'r> {
-    pub fn new(rules: &'r RuleSet, captures: Captures, unlocked: Option<CaptureSpec>, seen: Seen) -> Self {
-        ResultCapture { rules, captures, unlocked, seen, cols: Vec::new(), groups: None, rows: 0, unlocked_rows: 0, spoiled: false }
+    pub fn new(rules: &'r RuleSet, captures: Captures, unlocked: Option<CaptureSpec>, seen: Seen, binary: bool) -> Self {
+        ResultCapture { rules, captures, unlocked, seen, cols: Vec::new(), groups: None, rows: 0, unlocked_rows: 0, spoiled: false, binary }
     }
 
     /// A new result set starts.
@@ -130,6 +133,23 @@ impl<'r> ResultCapture<'r> {
         groups
     }
 
+    /// The row's values in their text form.
+    fn values(&self, p: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+        if self.binary {
+            let cols: Vec<BinColumn> =
+                self.cols.iter().map(|c| BinColumn { col_type: c.meta.col_type, flags: c.meta.flags, decimals: c.meta.decimals }).collect();
+            return row_as_text(p, &cols);
+        }
+        let mut values = Vec::with_capacity(self.cols.len());
+        let mut i = 0;
+        for _ in 0..self.cols.len() {
+            let (v, used) = p.get(i..).and_then(lenenc_str)?;
+            values.push(v.map(<[u8]>::to_vec));
+            i += used;
+        }
+        Some(values)
+    }
+
     pub fn row(&mut self, p: &[u8]) {
         if self.groups.is_none() {
             let g = self.build_groups();
@@ -141,24 +161,15 @@ impl<'r> ResultCapture<'r> {
             return;
         }
         self.rows += 1;
-        let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(self.cols.len());
-        let mut i = 0;
-        for _ in 0..self.cols.len() {
-            match p.get(i..).and_then(lenenc_str) {
-                Some((v, used)) => {
-                    values.push(v);
-                    i += used;
-                }
-                None => {
-                    self.spoiled = true;
-                    for g in &groups {
-                        self.captures.mark_uncertain(Some(&g.schema), &g.org_table);
-                    }
-                    self.groups = Some(groups);
-                    return;
-                }
+        let Some(owned) = self.values(p) else {
+            self.spoiled = true;
+            for g in &groups {
+                self.captures.mark_uncertain(Some(&g.schema), &g.org_table);
             }
-        }
+            self.groups = Some(groups);
+            return;
+        };
+        let values: Vec<Option<&[u8]>> = owned.iter().map(|v| v.as_deref()).collect();
         for g in &groups {
             let key_meta = g.key.map(|k| self.cols[k].meta).unwrap_or_default();
             let key = match g.key {
@@ -227,7 +238,7 @@ mod tests {
             let id = caps.id("db", "users", k);
             caps.record(id, "id", ColMeta::default(), &[("balance".into(), ColMeta::default(), Some(b"0".to_vec()))], Seen::Unlocked);
         }
-        let mut rc = ResultCapture::new(&rules, caps, None, Seen::Plain);
+        let mut rc = ResultCapture::new(&rules, caps, None, Seen::Plain, false);
         rc.result_set();
         rc.column(&def("db", "a", "users", "id", 0x08, false));
         rc.column(&def("db", "a", "users", "balance", 0xf6, true));
@@ -249,7 +260,7 @@ mod tests {
         let id = caps.id("db", "users", "8");
         caps.record(id.clone(), "id", ColMeta::default(), &[], Seen::Unlocked);
         caps.set_protected(&id);
-        let mut rc = ResultCapture::new(&rules, caps, None, Seen::Plain);
+        let mut rc = ResultCapture::new(&rules, caps, None, Seen::Plain, false);
         rc.result_set();
         rc.column(&def("db", "users", "users", "balance", 0xf6, false));
         rc.row(&row(&[Some(b"1")]));
@@ -266,7 +277,7 @@ mod tests {
             key_from_row: true,
             columns: vec![],
         };
-        let mut rc = ResultCapture::new(&rules, Captures::default(), Some(spec), Seen::Plain);
+        let mut rc = ResultCapture::new(&rules, Captures::default(), Some(spec), Seen::Plain, false);
         rc.result_set();
         rc.column(&def("db", "users", "users", "balance", 0xf6, false));
         rc.row(&row(&[Some(b"5.00")]));

@@ -50,17 +50,7 @@ enum Admit {
     Stream(&'static str),
 }
 
-/// What the session remembers of a prepared statement.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Stmt {
-    /// CALL: may run several statements and return several results.
-    pub call: bool,
-    /// SEND_LONG_DATA was used: the server consumed the data on execute.
-    pub long_data: bool,
-    /// Not plain DML (SET, CALL, ...): may change sql_mode, the character
-    /// set or the current database.
-    pub changes_settings: bool,
-}
+pub(super) use super::prepared::Stmt;
 
 pub(super) struct Session {
     pub client: ClientIo,
@@ -72,6 +62,10 @@ pub(super) struct Session {
     pub live: Arc<Generation>,
     pub txn: Txn,
     pub stmts: HashMap<u32, Stmt>,
+    /// The client's last successful PREPARE (what id 0xFFFFFFFF names).
+    pub last_prepared: Option<u32>,
+    /// thaw's lock-cut shadows of prepared reads: (text, server id), most recently used last.
+    pub shadows: Vec<(String, u32)>,
     /// Backend's innodb_rollback_on_timeout, read after connect.
     pub rollback_on_timeout: Option<bool>,
     drain: watch::Receiver<bool>,
@@ -91,6 +85,8 @@ impl Session {
             live,
             txn: Txn::new(false),
             stmts: HashMap::new(),
+            last_prepared: None,
+            shadows: Vec::new(),
             rollback_on_timeout: None,
             drain,
         }
@@ -201,37 +197,12 @@ impl Session {
                 return Ok(false);
             }
             cmd::QUERY => self.query(packet, in_tx_before).await?,
-            cmd::STMT_EXECUTE => self.execute(packet, in_tx_before).await?,
-            cmd::STMT_PREPARE => {
-                let keyword = crate::retry::record::first_keyword(&packet[1..]);
-                let call = keyword == "CALL";
-                let changes_settings = !super::query::keeps_settings(&keyword);
-                let out = self.forward(&packet, Expect::Prepare).await?;
-                if let Some(id) = out.stmt_id {
-                    self.stmts.insert(id, Stmt { call, long_data: false, changes_settings });
-                }
-            }
-            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => {
-                if let Some(id) = stmt_id(&packet) {
-                    if command == cmd::STMT_CLOSE {
-                        self.stmts.remove(&id);
-                    } else {
-                        self.stmts.entry(id).or_default().long_data = true;
-                    }
-                }
-                // No response: waiting for one would deadlock.
-                self.server.send(&packet).await?;
-                self.server.flush().await?;
-            }
-            cmd::STMT_RESET => {
-                if let Some(s) = stmt_id(&packet).and_then(|id| self.stmts.get_mut(&id)) {
-                    s.long_data = false;
-                }
-                self.forward(&packet, Expect::OnePacket).await?;
-            }
-            cmd::STMT_FETCH => {
-                self.forward(&packet, Expect::Fetch).await?;
-            }
+            cmd::STMT_EXECUTE => self.execute(packet).await?,
+            cmd::STMT_PREPARE => self.prepare(packet).await?,
+            // No response: waiting for one would deadlock.
+            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.stmt_no_response(packet).await?,
+            cmd::STMT_RESET => self.stmt_reset(packet).await?,
+            cmd::STMT_FETCH => self.stmt_fetch(packet).await?,
             cmd::FIELD_LIST => {
                 self.forward(&packet, Expect::FieldList).await?;
             }
@@ -326,6 +297,8 @@ impl Session {
         self.txn.end();
         self.txn.xa = false;
         self.stmts.clear();
+        self.last_prepared = None;
+        self.shadows.clear();
         self.state.simultaneous_assignment = None;
         self.state.settings_fresh = false;
     }
@@ -351,10 +324,6 @@ impl Session {
             record_limit: self.live.config.retry.replay_max_bytes,
         });
     }
-}
-
-pub(super) fn stmt_id(p: &[u8]) -> Option<u32> {
-    Some(u32::from_le_bytes(p.get(1..5)?.try_into().ok()?))
 }
 
 fn change_user_name(p: &[u8]) -> String {

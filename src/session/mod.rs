@@ -6,6 +6,7 @@ mod capture;
 pub mod client_tls;
 mod command;
 pub mod handshake;
+mod prepared;
 mod query;
 mod recover;
 mod response;

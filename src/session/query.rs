@@ -22,7 +22,7 @@ use bytes::Bytes;
 const ROW_CHANGED: &str = "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction";
 
 /// What the session does with a COM_QUERY, decided before anything is sent.
-enum Step {
+pub(super) enum Step {
     /// Send it (rewritten or not).
     Send(Option<Box<Rewrite>>),
     /// Re-lock and validate the window, then send.
@@ -61,54 +61,19 @@ impl Session {
     pub(super) async fn query(&mut self, packet: Bytes, _in_tx_before: bool) -> Result<(), SessionError> {
         let sql = &packet[1..];
         let ctl = sql::tx_control(sql);
-        if let Some(err) = self.txn.aborted().cloned() {
-            match ctl {
-                // The server has no transaction: its own answer to ROLLBACK is
-                // exact, and BEGIN starts a new one (a retry loop that does not
-                // roll back after a deadlock, as the server already did).
-                TxControl::Rollback { .. } | TxControl::Begin => {}
-                TxControl::Commit { .. } => {
-                    self.txn.end();
-                    return self.answer_aborted(err).await;
-                }
-                _ => return self.answer_aborted(err).await,
-            }
-        } else if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) {
-            return self.abort_diverged().await;
+        if self.answered_for_state(&ctl).await? {
+            return Ok(());
         }
         let keyword = first_keyword(sql);
         let multi = self.state.multi_statements && has_inner_semicolon(sql);
-        let rules_apply = !self.live.rules.is_empty()
-            && !self.txn.xa
-            && (!self.txn.captures.is_empty() || std::str::from_utf8(sql).is_ok_and(|t| self.live.rules.is_candidate(t)));
+        let rules_apply = self.rules_apply(sql);
         if rules_apply && !self.state.settings_fresh {
             self.refresh_settings().await?;
         }
         // Read once: what the statement is matters only while captures exist.
         let class = (rules_apply && !self.txn.captures.is_empty()).then(|| sql::classify(sql, self.modes()));
         let step = if rules_apply { self.decide(sql, class.as_ref()) } else { Step::Send(None) };
-        let (rewrite, validate) = match step {
-            Step::Send(rw) => (rw, None),
-            Step::ValidateThenSend { reason, rewrite } => (rewrite, Some(reason)),
-            Step::Refuse(error) => {
-                self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
-                return Ok(self.client.flush().await?);
-            }
-        };
-        let rewrite = match &validate {
-            Some(reason) => {
-                if !self.validate_or_abort(reason).await? {
-                    return Ok(());
-                }
-                // The rows are locked and as the app saw them: plan again, so
-                // an UPDATE of one of them still gets its guard.
-                match self.decide(sql, class.as_ref()) {
-                    Step::Send(rw) | Step::ValidateThenSend { rewrite: rw, .. } => rw,
-                    Step::Refuse(_) => None,
-                }
-            }
-            None => rewrite,
-        };
+        let Some(rewrite) = self.settle(step, sql, class.as_ref()).await? else { return Ok(()) };
         let payload: Bytes = match &rewrite {
             Some(rw) => {
                 let mut p = Vec::with_capacity(rw.sql.len() + 1);
@@ -132,7 +97,8 @@ impl Session {
         let allow_infile = contains_ci(sql, b"LOAD") && contains_ci(sql, b"LOCAL");
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
         let class_locking = rewrite.is_none() && matches!(class.as_ref().map(|c| &c.shape), Some(Shape::Read { locking: true }));
-        let mut out = self.relay_capturing(first, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;
+        let mut out =
+            self.relay_capturing(first, Expect::Query, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;
         // The replay after a real deadlock re-runs what was recorded, but not
         // thaw's re-locks: an unlocked read is recorded as the app wrote it, so
         // the replay holds the row's lock again (and a changed row no longer
@@ -142,7 +108,7 @@ impl Session {
             // An unlocked read that found no row: run it as the app wrote it,
             // so its gap lock is taken as it would be direct (get-or-create).
             let first = self.send_recovering(&packet, false, self.state.in_transaction()).await?;
-            out = self.relay_capturing(first, None, true, false).await?;
+            out = self.relay_capturing(first, Expect::Query, None, true, false).await?;
             sent = packet.clone();
         } else if let Some(rw) = &rewrite
             && out.err.is_none()
@@ -159,11 +125,71 @@ impl Session {
         Ok(())
     }
 
+    /// A transaction thaw rolled back, or one whose reads diverged, answers
+    /// for the statement itself. True when the client got its answer.
+    pub(super) async fn answered_for_state(&mut self, ctl: &TxControl) -> Result<bool, SessionError> {
+        if let Some(err) = self.txn.aborted().cloned() {
+            match ctl {
+                // The server has no transaction: its own answer to ROLLBACK is
+                // exact, and BEGIN starts a new one (a retry loop that does not
+                // roll back after a deadlock, as the server already did).
+                TxControl::Rollback { .. } | TxControl::Begin => return Ok(false),
+                TxControl::Commit { .. } => self.txn.end(),
+                _ => {}
+            }
+            self.answer_aborted(err).await?;
+            return Ok(true);
+        }
+        if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) {
+            self.abort_diverged().await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The rules have something to say about a statement with this text
+    /// (for a prepared statement: its text as prepared).
+    pub(super) fn rules_apply(&self, sql: &[u8]) -> bool {
+        !self.live.rules.is_empty()
+            && !self.txn.xa
+            && (!self.txn.captures.is_empty() || std::str::from_utf8(sql).is_ok_and(|t| self.live.rules.is_candidate(t)))
+    }
+
+    /// Carry out what `decide` said up to the send: refuse, or validate the
+    /// window and plan again. `None` when the client already has its answer.
+    pub(super) async fn settle(
+        &mut self,
+        step: Step,
+        sql: &[u8],
+        class: Option<&sql::Classified>,
+    ) -> Result<Option<Option<Box<Rewrite>>>, SessionError> {
+        match step {
+            Step::Send(rw) => Ok(Some(rw)),
+            Step::Refuse(error) => {
+                self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
+                self.client.flush().await?;
+                Ok(None)
+            }
+            Step::ValidateThenSend { reason, .. } => {
+                if !self.validate_or_abort(&reason).await? {
+                    return Ok(None);
+                }
+                // The rows are locked and as the app saw them: plan again, so
+                // an UPDATE of one of them still gets its guard.
+                Ok(Some(match self.decide(sql, class) {
+                    Step::Send(rw) | Step::ValidateThenSend { rewrite: rw, .. } => rw,
+                    Step::Refuse(_) => None,
+                }))
+            }
+        }
+    }
+
     /// Relay with the capture sink when the transaction has captures or this
     /// read is the one thaw unlocked.
-    async fn relay_capturing(
+    pub(super) async fn relay_capturing(
         &mut self,
         first: Bytes,
+        expect: Expect,
         unlocked: Option<crate::rules::CaptureSpec>,
         locking: bool,
         allow_infile: bool,
@@ -171,16 +197,15 @@ impl Session {
         let in_tx = self.state.statement_in_transaction();
         let capture = in_tx && (unlocked.is_some() || !self.txn.captures.is_empty());
         if !capture {
-            return self.relay(first, Expect::Query, RelayOpts { allow_infile, ..RelayOpts::default() }).await;
+            return self.relay(first, expect, RelayOpts { allow_infile, ..RelayOpts::default() }).await;
         }
         let live = self.live.clone();
         let captures = std::mem::take(&mut self.txn.captures);
         let hold = unlocked.is_some();
         let seen = if locking { Seen::Locked } else { Seen::Plain };
-        let mut rc = ResultCapture::new(&live.rules, captures, unlocked, seen);
-        let out = self
-            .relay(first, Expect::Query, RelayOpts { allow_infile, rows: Some(&mut rc), hold_until_row: hold, ..RelayOpts::default() })
-            .await;
+        let mut rc = ResultCapture::new(&live.rules, captures, unlocked, seen, expect == Expect::Execute);
+        let out =
+            self.relay(first, expect, RelayOpts { allow_infile, rows: Some(&mut rc), hold_until_row: hold, ..RelayOpts::default() }).await;
         let spoiled = rc.spoiled || rc.unlocked_rows > 1 || out.as_ref().is_ok_and(|o| o.result_sets > 1 && hold);
         let mut captures = rc.captures;
         if spoiled && let Some(spec) = &rc.unlocked {
@@ -191,13 +216,13 @@ impl Session {
         out
     }
 
-    fn modes(&self) -> Modes {
+    pub(super) fn modes(&self) -> Modes {
         Modes { backslash_escapes: !self.state.no_backslash_escapes(), ansi_quotes: self.state.ansi_quotes() }
     }
 
     /// A statement thaw did not plan may have changed captured rows: their
     /// last-seen values are no longer known.
-    fn forget_what_it_may_have_written(&mut self, class: Option<&sql::Classified>) {
+    pub(super) fn forget_what_it_may_have_written(&mut self, class: Option<&sql::Classified>) {
         let Some(class) = class else { return };
         match &class.shape {
             Shape::Unknown(_) => {
@@ -218,7 +243,7 @@ impl Session {
     }
 
     /// Plan with the rules and gate by the protection window.
-    fn decide(&mut self, sql: &[u8], class: Option<&sql::Classified>) -> Step {
+    pub(super) fn decide(&mut self, sql: &[u8], class: Option<&sql::Classified>) -> Step {
         let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
         let parsable = self.state.charset_parsable() && !self.state.sql_mode_unsupported();
         let text = std::str::from_utf8(sql).ok().filter(|_| parsable);
@@ -290,43 +315,9 @@ impl Session {
         }
     }
 
-    pub(super) async fn execute(&mut self, packet: Bytes, _in_tx_before: bool) -> Result<(), SessionError> {
-        let ctl = TxControl::None;
-        if let Some(err) = self.txn.aborted().cloned() {
-            return self.answer_aborted(err).await;
-        }
-        if self.txn.captures.diverged {
-            return self.abort_diverged().await;
-        }
-        let stmt = packet.get(1..5).and_then(|b| self.stmts.get(&u32::from_le_bytes(b.try_into().unwrap()))).cloned().unwrap_or_default();
-        // Prepared statements are not planned: inside the window they are
-        // unknown, so the window is validated before one runs.
-        if self.txn.captures.has_window()
-            && self.state.statement_in_transaction()
-            && !self.validate_or_abort("a prepared statement the rules did not plan").await?
-        {
-            return Ok(());
-        }
-        let retry_unsafe = stmt.call || stmt.long_data;
-        let first = self.send_recovering(&packet, retry_unsafe, self.state.in_transaction()).await?;
-        let out = self.relay(first, Expect::Execute, RelayOpts::default()).await?;
-        if !self.txn.captures.is_empty() {
-            for t in self.live.rules.tables() {
-                self.txn.captures.mark_uncertain(None, &t.table);
-            }
-        }
-        if stmt.changes_settings {
-            self.state.settings_fresh = false;
-        }
-        // An EXECUTE that opens a cursor returns its rows later, through FETCH.
-        let opens_cursor = packet.get(5).is_some_and(|flags| flags & 0x07 != 0);
-        self.after_statement(&ctl, &packet, &out, !retry_unsafe && !opens_cursor);
-        Ok(())
-    }
-
     /// A result showed the app a concurrent change the locked flow would
     /// have kept out: the transaction cannot go on.
-    async fn abort_diverged(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn abort_diverged(&mut self) -> Result<(), SessionError> {
         self.shared.metrics.validations.get_or_create(&labels([("outcome", "changed".to_string())])).inc();
         let error = deadlock(
             "thaw: Deadlock found when trying to get lock; a row this transaction read was changed by another session; try restarting transaction",
@@ -345,7 +336,12 @@ impl Session {
     /// row (or whose guard overflowed an UNSIGNED column, 1690): an invariant
     /// broke, a CAS race was lost, the app's own condition was false, or the
     /// row is gone. Returns true when thaw answered the client itself.
-    async fn enforce_guard(&mut self, first: &Bytes, v: Option<&ViolationCheck>, row: Option<&RowId>) -> Result<bool, SessionError> {
+    pub(super) async fn enforce_guard(
+        &mut self,
+        first: &Bytes,
+        v: Option<&ViolationCheck>,
+        row: Option<&RowId>,
+    ) -> Result<bool, SessionError> {
         let out_of_range = first.first() == Some(&ERR) && packets::parse_err(first).is_some_and(|e| e.code == 1690);
         if !out_of_range {
             if first.first() != Some(&OK) {

@@ -124,6 +124,10 @@ impl Session {
                 return Ok(Err("a replayed statement returned a different result than the client saw"));
             }
         }
+        // Replayed executes carried their own types.
+        for s in self.stmts.values_mut() {
+            s.server_types_stale = true;
+        }
         Ok(Ok(()))
     }
 }

@@ -36,6 +36,8 @@ pub(super) struct Outcome {
     pub err_info: Option<ErrInfo>,
     pub ok: Option<OkInfo>,
     pub stmt_id: Option<u32>,
+    /// Parameters of the statement a PREPARE_OK announced.
+    pub stmt_params: u16,
     pub result_sets: u32,
     /// A status during the response had IN_TRANS clear.
     pub saw_idle: bool,
@@ -54,6 +56,8 @@ pub(super) struct SideResult {
 impl Session {
     /// Send a command unchanged and relay its whole response.
     pub async fn forward(&mut self, packet: &[u8], expect: Expect) -> Result<Outcome, SessionError> {
+        // A side query may have run since the command arrived.
+        self.server.reset_seq();
         self.send_to_server(packet).await?;
         let first = self.read_server().await?;
         self.relay(first, expect, RelayOpts::default()).await
@@ -125,7 +129,10 @@ impl Session {
                         c.push(text_row(&packet, columns));
                     }
                 }
-                Part::PrepareOk { stmt_id, .. } => out.stmt_id = Some(stmt_id),
+                Part::PrepareOk { stmt_id, params, .. } => {
+                    out.stmt_id = Some(stmt_id);
+                    out.stmt_params = params;
+                }
                 Part::LocalInfile if opts.silent || !opts.allow_infile => {
                     // Only a LOAD DATA LOCAL the client sent may read client files:
                     // answer for the client with "no file" and keep reading.

@@ -6,13 +6,14 @@
 //! governed capture is uncertain). It is not retried and not recorded for a
 //! replay (thaw no longer has its bytes).
 use super::SessionError;
-use super::command::{Session, Stmt, cmd, stmt_id};
+use super::command::{Session, Stmt, cmd};
 use super::response::RelayOpts;
 use crate::ops::metrics::{command_name, labels};
 use crate::retry::record::{contains_ci, first_keyword};
 use crate::sql::TxControl;
 use crate::wire::WireError;
-use crate::wire::conn::{Piece, READ_CHUNK};
+use crate::wire::binary::{self, stmt_id};
+use crate::wire::conn::{MAX_FRAME, Piece, READ_CHUNK};
 use crate::wire::packets;
 use crate::wire::response::Expect;
 use bytes::Bytes;
@@ -44,8 +45,10 @@ impl Session {
         match command {
             cmd::QUERY | cmd::STMT_EXECUTE => self.streamed_statement(first_len, prefix).await?,
             cmd::STMT_SEND_LONG_DATA => {
-                if let Some(id) = stmt_id(&prefix) {
-                    self.stmts.entry(id).or_default().long_data = true;
+                // An unknown statement: the server would ignore it, so it gets id 0 (never assigned).
+                let prefix = self.resolve_id(&prefix).unwrap_or_else(|| binary::with_stmt_id(&prefix, 0).into());
+                if let Some(s) = stmt_id(&prefix).and_then(|id| self.stmts.get_mut(&id)) {
+                    s.long_data = true;
                 }
                 // No response.
                 self.stream_to_server(first_len, &prefix).await?;
@@ -55,8 +58,10 @@ impl Session {
                 self.stream_to_server(first_len, &prefix).await?;
                 let first = self.read_server().await?;
                 let out = self.relay(first, Expect::Prepare, RelayOpts::default()).await?;
+                self.last_prepared = out.stmt_id;
                 if let Some(id) = out.stmt_id {
-                    self.stmts.insert(id, Stmt { call, long_data: false, changes_settings: true });
+                    // Too large to plan: never planned (no text kept).
+                    self.stmts.insert(id, Stmt { call, changes_settings: true, params: out.stmt_params, ..Stmt::default() });
                 }
             }
             cmd::QUIT
@@ -97,6 +102,8 @@ impl Session {
     /// COM_QUERY / COM_STMT_EXECUTE too large to plan: an unknown statement.
     async fn streamed_statement(&mut self, first_len: usize, prefix: Bytes) -> Result<(), SessionError> {
         let command = prefix[0];
+        let (first_len, prefix) =
+            if command == cmd::STMT_EXECUTE { self.streamed_execute(first_len, prefix)? } else { (first_len, prefix) };
         if let Some(err) = self.txn.aborted().cloned() {
             self.discard_streamed().await?;
             return self.answer_aborted(err).await;
@@ -123,6 +130,22 @@ impl Session {
         self.state.settings_fresh = false;
         self.after_statement(&TxControl::None, &prefix, &out, false);
         Ok(())
+    }
+
+    /// A streamed COM_STMT_EXECUTE names its statement by id (0xFFFFFFFF
+    /// resolved) and carries the types the server's statement must use: the
+    /// client's last ones may have gone to a shadow or to text instead.
+    fn streamed_execute(&mut self, first_len: usize, prefix: Bytes) -> Result<(usize, Bytes), SessionError> {
+        let prefix = self.resolve_id(&prefix).unwrap_or_else(|| binary::with_stmt_id(&prefix, 0).into());
+        let Some(s) = stmt_id(&prefix).and_then(|id| self.stmts.get_mut(&id)) else { return Ok((first_len, prefix)) };
+        let Some(types) = s.types.as_ref().filter(|_| s.server_types_stale) else { return Ok((first_len, prefix)) };
+        match binary::with_types(&prefix, usize::from(s.params), types) {
+            Some(p) if first_len + (p.len() - prefix.len()) < MAX_FRAME => {
+                s.server_types_stale = false;
+                Ok((first_len + (p.len() - prefix.len()), p.into()))
+            }
+            _ => Err(SessionError::Protocol("streamed execute of 16 MiB or more without parameter types after a diverted execute")),
+        }
     }
 
     /// Send the packet begun by `begin_stream` to the server: its first frame

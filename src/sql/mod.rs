@@ -2,6 +2,7 @@
 //! lexical modes, before any rule is consulted. The rules' safety gate
 //! (`rules::safety`) reads this; the transaction state machine reads
 //! [`TxControl`].
+pub mod bind;
 mod classify;
 mod functions;
 mod txctl;

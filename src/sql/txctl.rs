@@ -4,8 +4,9 @@
 //! one without the flags showing it (BEGIN inside a transaction, AND CHAIN)
 //! or act on savepoints.
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum TxControl {
+    #[default]
     None,
     /// BEGIN / START TRANSACTION: commits an open transaction first.
     Begin,

@@ -1,0 +1,434 @@
+//! Prepared statements (binary protocol). thaw keeps what it needs of each
+//! statement (its text, parameter count, the settings it was prepared
+//! under, the last bound types) and plans every COM_STMT_EXECUTE as the
+//! text path plans the same statement with its values written in
+//! (`sql::bind`): one planner and one safety gate for both protocols, so
+//! every rule, log line and counter of the text path applies unchanged.
+//!
+//! A plan that changes the statement is executed with the app's binary
+//! protocol intact:
+//! - a read thaw unlocks runs as a *shadow*: the same text with the lock
+//!   clause cut, prepared by thaw on the backend (same parameters, same
+//!   columns, so the binary rows reach the client as they are and are
+//!   captured on the way);
+//! - a guarded write runs as text: the OK/ERR of an UPDATE is the same
+//!   packet in both protocols, and its guard and delta hold values thaw
+//!   reads from the capture, so a per-value statement would cost a PREPARE
+//!   and a CLOSE on every execute.
+//!
+//! Anything thaw cannot read the same way (long data, a cursor, settings
+//! changed since PREPARE, a value with no exact literal) is an unknown
+//! statement: validated inside the window, otherwise sent as it came.
+use super::SessionError;
+use super::command::{Session, cmd};
+use super::query::Step;
+use crate::ops::metrics::labels;
+use crate::retry::record::first_keyword;
+use crate::rules::Action;
+use crate::rules::lex::{Modes, lex};
+use crate::rules::lock_clause::{self, LockClause};
+use crate::sql::bind::{Quoting, bind, placeholders};
+use crate::sql::{self, TxControl};
+use crate::wire::binary::{self, BinValue, CURSOR_FLAGS, Execute};
+use crate::wire::response::Expect;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Statement id 0xFFFFFFFF: the statement last prepared on the connection.
+pub(super) const LAST_PREPARED: u32 = u32::MAX;
+/// Shadows kept per connection (the server's max_prepared_stmt_count is global).
+const MAX_SHADOWS: usize = 16;
+/// Prepared text kept for planning; longer statements are not planned.
+const MAX_PLANNED_TEXT: usize = 64 * 1024;
+
+/// What the server read a statement's text under, at PREPARE.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PreparedUnder {
+    modes: Modes,
+    sql_mode: String,
+    charset: String,
+}
+
+/// What the session remembers of a prepared statement.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Stmt {
+    /// CALL: may run several statements and return several results.
+    pub call: bool,
+    /// SEND_LONG_DATA was used: the server consumes the data on execute.
+    pub long_data: bool,
+    /// Not plain DML (SET, CALL, ...): may change sql_mode, the character
+    /// set or the current database.
+    pub changes_settings: bool,
+    /// Transaction control the statement is (a prepared COMMIT, ...).
+    pub ctl: TxControl,
+    /// The text, when thaw may plan it.
+    pub sql: Option<Arc<str>>,
+    pub params: u16,
+    /// `None`: the settings were not known at PREPARE (not planned).
+    pub under: Option<PreparedUnder>,
+    /// Types the client bound last (an execute may omit them).
+    pub types: Option<Vec<(u8, u8)>>,
+    /// The client's last types went to a shadow or to text, not to this
+    /// statement on the server: thaw writes them into the next execute.
+    pub server_types_stale: bool,
+}
+
+/// How an execute reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Original,
+    Shadow,
+    Text,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Original => "original",
+            Route::Shadow => "shadow",
+            Route::Text => "text",
+        }
+    }
+}
+
+impl Session {
+    /// 0xFFFFFFFF names the client's last prepared statement: thaw's shadows
+    /// are prepared on the same connection, so the server must be told which.
+    /// `None`: the client has no last statement (its last PREPARE failed)
+    /// while the server's last is a shadow; thaw answers for the server.
+    pub(super) fn resolve_id(&self, packet: &Bytes) -> Option<Bytes> {
+        match binary::stmt_id(packet) {
+            Some(LAST_PREPARED) => match self.last_prepared {
+                Some(id) => Some(binary::with_stmt_id(packet, id).into()),
+                None if !self.shadows.is_empty() => None,
+                None => Some(packet.clone()),
+            },
+            _ => Some(packet.clone()),
+        }
+    }
+
+    /// The server's answer to a command naming a statement it does not have.
+    async fn unknown_statement(&mut self, command: &str) -> Result<(), SessionError> {
+        let msg = format!("Unknown prepared statement handler ({LAST_PREPARED}) given to {command}");
+        self.client.send(&crate::wire::packets::build_err(1243, "HY000", &msg)).await?;
+        Ok(self.client.flush().await?)
+    }
+
+    pub(super) async fn prepare(&mut self, packet: Bytes) -> Result<(), SessionError> {
+        let text = &packet[1..];
+        let keyword = first_keyword(text);
+        // What the server reads the text under is what thaw must read it under.
+        if !self.live.rules.is_empty() && !self.state.settings_fresh {
+            self.refresh_settings().await?;
+        }
+        let under = self.state.settings_fresh.then(|| PreparedUnder {
+            modes: self.modes(),
+            sql_mode: self.state.sql_mode.clone(),
+            charset: self.state.charset_client.clone(),
+        });
+        let out = self.forward(&packet, Expect::Prepare).await?;
+        let Some(id) = out.stmt_id else {
+            self.last_prepared = None;
+            return Ok(());
+        };
+        let sql = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
+        self.stmts.insert(
+            id,
+            Stmt {
+                call: keyword == "CALL",
+                changes_settings: !super::query::keeps_settings(&keyword),
+                ctl: sql::tx_control(text),
+                sql,
+                params: out.stmt_params,
+                under,
+                ..Stmt::default()
+            },
+        );
+        self.last_prepared = Some(id);
+        Ok(())
+    }
+
+    /// COM_STMT_SEND_LONG_DATA and COM_STMT_CLOSE: no response.
+    pub(super) async fn stmt_no_response(&mut self, packet: Bytes) -> Result<(), SessionError> {
+        // The server ignores these for an unknown statement.
+        let Some(packet) = self.resolve_id(&packet) else { return Ok(()) };
+        if let Some(id) = binary::stmt_id(&packet) {
+            if packet[0] == cmd::STMT_CLOSE {
+                self.stmts.remove(&id);
+            } else if let Some(s) = self.stmts.get_mut(&id) {
+                s.long_data = true;
+            }
+        }
+        self.server.send(&packet).await?;
+        self.server.flush().await?;
+        Ok(())
+    }
+
+    pub(super) async fn stmt_reset(&mut self, packet: Bytes) -> Result<(), SessionError> {
+        let Some(packet) = self.resolve_id(&packet) else { return self.unknown_statement("mysqld_stmt_reset").await };
+        if let Some(s) = binary::stmt_id(&packet).and_then(|id| self.stmts.get_mut(&id)) {
+            s.long_data = false;
+        }
+        self.forward(&packet, Expect::OnePacket).await?;
+        Ok(())
+    }
+
+    pub(super) async fn stmt_fetch(&mut self, packet: Bytes) -> Result<(), SessionError> {
+        let Some(packet) = self.resolve_id(&packet) else { return self.unknown_statement("mysqld_stmt_fetch").await };
+        self.forward(&packet, Expect::Fetch).await?;
+        Ok(())
+    }
+
+    pub(super) async fn execute(&mut self, packet: Bytes) -> Result<(), SessionError> {
+        let Some(packet) = self.resolve_id(&packet) else { return self.unknown_statement("mysqld_stmt_execute").await };
+        let id = binary::stmt_id(&packet).unwrap_or(0);
+        let stmt = self.stmts.get(&id).cloned();
+        let ctl = stmt.as_ref().map(|s| s.ctl.clone()).unwrap_or(TxControl::None);
+        if self.answered_for_state(&ctl).await? {
+            return Ok(());
+        }
+        let prepared_text = stmt.as_ref().and_then(|s| s.sql.clone());
+        let rules_apply = self.rules_apply(prepared_text.as_deref().unwrap_or_default().as_bytes());
+        if rules_apply && !self.state.settings_fresh {
+            self.refresh_settings().await?;
+        }
+        let bound = match &stmt {
+            Some(s) if rules_apply => self.bind_execute(s, &packet),
+            Some(_) => Err("rules do not apply".to_string()),
+            None => Err("a statement thaw did not see prepared".to_string()),
+        };
+        let class = match &bound {
+            Ok((_, text)) if rules_apply && !self.txn.captures.is_empty() => Some(sql::classify(text.as_bytes(), self.modes())),
+            _ => None,
+        };
+        let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
+        let step = match &bound {
+            _ if !rules_apply => Step::Send(None),
+            Ok((_, text)) => self.decide(text.as_bytes(), class.as_ref()),
+            Err(reason) if window => {
+                tracing::info!(%reason, "prepared statement after an unlocked read is validated first");
+                Step::ValidateThenSend { reason: format!("a prepared statement thaw cannot read ({reason})"), rewrite: None }
+            }
+            Err(_) => Step::Send(None),
+        };
+        let text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
+        let Some(rewrite) = self.settle(step, text.as_bytes(), class.as_ref()).await? else { return Ok(()) };
+        let exec = bound.ok().map(|(e, _)| e);
+        let stmt = stmt.unwrap_or_default();
+        let mut route = match &rewrite {
+            Some(rw) if rw.action == Action::Unlock => Route::Shadow,
+            Some(rw) if rw.action != Action::Pass => Route::Text,
+            _ => Route::Original,
+        };
+        let shadow = match (route, &exec) {
+            (Route::Shadow, Some(e)) => self.shadow_for(&stmt, e, rewrite.as_deref().map(|rw| rw.sql.as_str())).await?,
+            _ => None,
+        };
+        if route == Route::Shadow && shadow.is_none() {
+            // Keep the app's lock: a read that keeps its lock is always safe.
+            route = Route::Original;
+        }
+        self.shared.metrics.prepared_executes.get_or_create(&labels([("route", route.name().into())])).inc();
+        self.note_types(id, &packet, route);
+        let in_tx = self.state.in_transaction();
+        let retry_unsafe = stmt.call || stmt.long_data;
+        // What a replay re-runs: the app's own statement, with its types.
+        let original = self.original_packet(id, &packet);
+        let unlock = rewrite.as_ref().filter(|rw| route == Route::Shadow && rw.capture.is_some()).and_then(|rw| rw.capture.clone());
+        let class_locking = route == Route::Original
+            && (matches!(class.as_ref().map(|c| &c.shape), Some(sql::Shape::Read { locking: true }))
+                || rewrite.as_ref().is_some_and(|rw| rw.action == Action::Unlock));
+        let (first, sent, expect) = match (route, shadow) {
+            (Route::Shadow, Some(sid)) => {
+                let payload = self.typed(&binary::with_stmt_id(&packet, sid), &stmt, exec.as_ref());
+                (self.send_recovering(&payload, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute)
+            }
+            (Route::Text, _) => {
+                let rw = rewrite.as_ref().expect("text route has a rewrite");
+                let mut payload = Vec::with_capacity(rw.sql.len() + 1);
+                payload.push(cmd::QUERY);
+                payload.extend_from_slice(rw.sql.as_bytes());
+                let payload = Bytes::from(payload);
+                (self.send_recovering(&payload, false, in_tx).await?, payload, Expect::Query)
+            }
+            _ => (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute),
+        };
+        if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
+            && route != Route::Shadow
+            && self.enforce_guard(&first, rw.violation.as_ref(), rw.row.as_ref()).await?
+        {
+            return Ok(());
+        }
+        let mut out = self.relay_capturing(first, expect, unlock, class_locking, false).await?;
+        let mut sent = sent;
+        if out.held_empty {
+            // The unlocked read found no row: run the app's own statement, so
+            // its gap lock is taken as it would be direct (get-or-create).
+            let first = self.send_recovering(&original, false, self.state.in_transaction()).await?;
+            out = self.relay_capturing(first, Expect::Execute, None, true, false).await?;
+            sent = original.clone();
+        } else if let Some(rw) = &rewrite
+            && route != Route::Original
+            && out.err.is_none()
+        {
+            self.txn.captures.apply(&rw.on_success);
+        }
+        if rewrite.as_ref().is_none_or(|rw| !rw.proven || route == Route::Original && rw.action == Action::Unlock)
+            && !self.txn.captures.is_empty()
+        {
+            match &class {
+                Some(c) => self.forget_what_it_may_have_written(Some(c)),
+                None => {
+                    for t in self.live.rules.tables() {
+                        self.txn.captures.mark_uncertain(None, &t.table);
+                    }
+                }
+            }
+        }
+        if stmt.changes_settings {
+            self.state.settings_fresh = false;
+        }
+        // An EXECUTE that opens a cursor returns its rows later, through FETCH.
+        let opens_cursor = packet.get(5).is_some_and(|flags| flags & CURSOR_FLAGS != 0);
+        self.after_statement(&ctl, &sent, &out, !retry_unsafe && !opens_cursor);
+        Ok(())
+    }
+
+    /// The execute with its values written into the prepared text, or why not.
+    fn bind_execute(&self, stmt: &Stmt, packet: &[u8]) -> Result<(Execute, String), String> {
+        let sql = stmt.sql.as_deref().ok_or("statement text too long to plan, or not UTF-8")?;
+        if stmt.long_data {
+            return Err("parameters sent as long data".into());
+        }
+        let under = stmt.under.as_ref().ok_or("settings at PREPARE unknown")?;
+        if under.modes != self.modes() || under.sql_mode != self.state.sql_mode || under.charset != self.state.charset_client {
+            return Err("sql_mode or character set changed since PREPARE".into());
+        }
+        let quoting = Quoting::of(&self.state.charset_client).ok_or("client character set thaw cannot quote in")?;
+        let exec = binary::decode_execute(packet, usize::from(stmt.params), stmt.types.as_deref(), &[]).map_err(|e| e.to_string())?;
+        if exec.flags & CURSOR_FLAGS != 0 {
+            return Err("the execute opens a cursor".into());
+        }
+        let values: Vec<BinValue> = exec.values.iter().map(|v| v.clone().ok_or("long data")).collect::<Result<_, _>>()?;
+        let at = placeholders(sql, under.modes).map_err(|e| e.to_string())?;
+        let text = bind(sql, &at, &values, under.modes, quoting).map_err(|e| e.to_string())?;
+        Ok((exec, text))
+    }
+
+    /// Remember the types an execute bound; a diverted one leaves the
+    /// server's statement with older types.
+    fn note_types(&mut self, id: u32, packet: &[u8], route: Route) {
+        let Some(s) = self.stmts.get_mut(&id) else { return };
+        let params = usize::from(s.params);
+        if params == 0 {
+            return;
+        }
+        let at = 10 + params.div_ceil(8);
+        if packet.get(at) == Some(&1)
+            && let Some(raw) = packet.get(at + 1..at + 1 + 2 * params)
+        {
+            s.types = Some(raw.chunks_exact(2).map(|c| (c[0], c[1])).collect());
+            s.server_types_stale = route != Route::Original;
+        }
+    }
+
+    /// The app's execute as the server's statement must get it: with the
+    /// types written in when the server's statement has not seen them.
+    fn original_packet(&mut self, id: u32, packet: &Bytes) -> Bytes {
+        let Some(s) = self.stmts.get_mut(&id) else { return packet.clone() };
+        let Some(types) = &s.types else { return packet.clone() };
+        match binary::with_types(packet, usize::from(s.params), types) {
+            Some(p) => {
+                s.server_types_stale = false;
+                p.into()
+            }
+            None => packet.clone(),
+        }
+    }
+
+    /// An execute with its types written in (a shadow may have been last
+    /// executed by another statement of the same text).
+    fn typed(&self, packet: &[u8], stmt: &Stmt, exec: Option<&Execute>) -> Bytes {
+        let types = exec.map(|e| e.types.as_slice()).unwrap_or_default();
+        binary::with_types(packet, usize::from(stmt.params), types).unwrap_or_else(|| packet.to_vec()).into()
+    }
+
+    /// The shadow of a locking read: prepared once per text and kept (up to
+    /// [`MAX_SHADOWS`]). `None` when it cannot be made: the read then keeps
+    /// its lock.
+    async fn shadow_for(&mut self, stmt: &Stmt, exec: &Execute, planned: Option<&str>) -> Result<Option<u32>, SessionError> {
+        let (Some(sql), Some(under)) = (stmt.sql.as_deref(), stmt.under.as_ref()) else { return Ok(None) };
+        let Some(shadow_sql) = cut_lock(sql, under.modes) else { return Ok(None) };
+        // The shadow with these values must be the very text the planner
+        // unlocked; anything else and the app keeps its lock.
+        let values: Option<Vec<BinValue>> = exec.values.iter().cloned().collect();
+        let quoting = Quoting::of(&under.charset);
+        let same = match (values, quoting, placeholders(&shadow_sql, under.modes)) {
+            (Some(v), Some(q), Ok(at)) => bind(&shadow_sql, &at, &v, under.modes, q).ok().as_deref() == planned,
+            _ => false,
+        };
+        if !same {
+            tracing::debug!("shadow text differs from the planned read; the read keeps its lock");
+            return Ok(None);
+        }
+        if let Some(pos) = self.shadows.iter().position(|(s, _)| *s == shadow_sql) {
+            let entry = self.shadows.remove(pos);
+            let id = entry.1;
+            self.shadows.push(entry);
+            return Ok(Some(id));
+        }
+        if self.shadows.len() >= MAX_SHADOWS {
+            let (_, old) = self.shadows.remove(0);
+            self.server.reset_seq();
+            let mut close = vec![cmd::STMT_CLOSE];
+            close.extend_from_slice(&old.to_le_bytes());
+            self.send_to_server(&close).await?;
+        }
+        self.server.reset_seq();
+        let mut p = Vec::with_capacity(shadow_sql.len() + 1);
+        p.push(cmd::STMT_PREPARE);
+        p.extend_from_slice(shadow_sql.as_bytes());
+        self.send_to_server(&p).await?;
+        let first = self.read_server().await?;
+        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts { silent: true, ..Default::default() }).await?;
+        match out.stmt_id {
+            Some(id) if out.stmt_params == stmt.params => {
+                self.shadows.push((shadow_sql, id));
+                Ok(Some(id))
+            }
+            other => {
+                if let Some(id) = other {
+                    let mut close = vec![cmd::STMT_CLOSE];
+                    close.extend_from_slice(&id.to_le_bytes());
+                    self.server.reset_seq();
+                    self.send_to_server(&close).await?;
+                }
+                tracing::warn!(code = ?out.err, "cannot prepare the unlocked form of a read; it keeps its lock");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The statement without its trailing lock clause; `None` when it has none
+/// thaw can cut.
+fn cut_lock(sql: &str, modes: Modes) -> Option<String> {
+    let toks = lex(sql, modes).ok()?;
+    match lock_clause::find(&toks) {
+        LockClause::Trailing { cut_start, cut_end, .. } => Some(format!("{}{}", &sql[..cut_start], &sql[cut_end..])),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_clauses_are_cut_from_prepared_text() {
+        let m = Modes::default();
+        assert_eq!(cut_lock("SELECT * FROM users WHERE id = ? FOR UPDATE", m).as_deref(), Some("SELECT * FROM users WHERE id = ?"));
+        assert_eq!(cut_lock("SELECT 1 FROM t WHERE a = ? LOCK IN SHARE MODE", m).as_deref(), Some("SELECT 1 FROM t WHERE a = ?"));
+        assert_eq!(cut_lock("SELECT 1 FROM t WHERE a = ?", m), None);
+    }
+}
