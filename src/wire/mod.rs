@@ -3,6 +3,7 @@
 //! about rules, retries or metrics.
 pub mod binary;
 pub mod caps;
+pub mod compress;
 pub mod conn;
 pub mod packets;
 pub mod response;
