@@ -26,6 +26,12 @@ pub struct Config {
     pub backend_tls: TlsConfig,
     /// TLS offered to clients (thaw terminates it); off without it.
     pub client_tls: Option<ClientTlsConfig>,
+    /// Whether thaw offers the compressed protocol to apps.
+    pub client_compression: ClientCompression,
+    /// When thaw's leg to the server is compressed.
+    pub backend_compression: BackendCompression,
+    /// zlib level thaw compresses with, on either leg (1 fastest, 9 smallest).
+    pub compression_level: u32,
     pub log: LogConfig,
     /// SIGTERM: how long open transactions may run before connections are closed.
     pub shutdown_grace_secs: u64,
@@ -65,6 +71,9 @@ impl Default for Config {
             rules: PathBuf::from("rules"),
             backend_tls: TlsConfig::default(),
             client_tls: None,
+            client_compression: ClientCompression::default(),
+            backend_compression: BackendCompression::default(),
+            compression_level: crate::wire::compress::DEFAULT_LEVEL,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
             max_packet_bytes: 1 << 30,
@@ -106,6 +115,33 @@ pub struct TlsConfig {
     /// Unset: on when `ca_file` is given; `false` is the explicit opt-out.
     pub verify_identity: Option<bool>,
     pub server_name: Option<String>,
+}
+
+/// The compressed protocol toward apps. thaw speaks it itself, whatever
+/// the backend leg does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCompression {
+    /// Not offered; a client that asks anyway is refused at login.
+    Off,
+    /// Offered in the greeting; a client that asks gets a compressed leg.
+    #[default]
+    Allowed,
+}
+
+/// The compressed protocol on thaw's leg to the server (worth it for a
+/// remote database), decided at each login.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendCompression {
+    Off,
+    /// Compressed when the app's leg is (as it would be direct), if the server offers it.
+    #[default]
+    AsClient,
+    /// Compressed whenever the server offers it, whatever the app does.
+    Preferred,
+    /// Compressed always; a server that does not offer it is refused (1043).
+    Required,
 }
 
 /// thaw's certificate toward the app: it advertises TLS in the greeting it
@@ -264,6 +300,9 @@ impl Config {
         if self.retry.backoff_base_ms > self.retry.backoff_cap_ms {
             return Err("retry.backoff_base_ms exceeds retry.backoff_cap_ms".into());
         }
+        if !(1..=9).contains(&self.compression_level) {
+            return Err("compression_level must be between 1 and 9".into());
+        }
         if self.backend_tls.verify_identity == Some(true) && self.backend_tls.ca_file.is_none() {
             return Err("backend_tls.verify_identity needs backend_tls.ca_file".into());
         }
@@ -343,6 +382,26 @@ mod tests {
         assert_eq!((t.cert.to_str(), t.key.to_str()), (Some("/c.pem"), Some("/k.pem")));
         let err = Config::parse("client_tls:\n  cert: /c.pem\n", "c.yaml").unwrap_err().to_string();
         assert!(err.contains("key"), "{err}");
+    }
+
+    #[test]
+    fn compression_keys_default_parse_and_are_validated() {
+        let d = Config::default();
+        assert_eq!(
+            (d.client_compression, d.backend_compression, d.compression_level),
+            (ClientCompression::Allowed, BackendCompression::AsClient, 6)
+        );
+        let c = Config::parse("client_compression: off\nbackend_compression: required\ncompression_level: 1\n", "c.yaml").unwrap();
+        assert_eq!(
+            (c.client_compression, c.backend_compression, c.compression_level),
+            (ClientCompression::Off, BackendCompression::Required, 1)
+        );
+        assert_eq!(Config::parse("backend_compression: preferred\n", "c.yaml").unwrap().backend_compression, BackendCompression::Preferred);
+        let err = Config::parse("backend_compression: zstd\n", "c.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("c.yaml:1:"), "{err}");
+        let err = Config::parse("compression_level: 0\n", "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("compression_level"), "{err}");
+        assert!(Config::parse("compression_level: 10\n", "c.yaml").is_err());
     }
 
     #[test]

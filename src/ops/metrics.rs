@@ -15,6 +15,8 @@ pub const PHASES: [&str; 5] = ["client_handshake", "backend_greeting", "auth", "
 /// `auth_failed` (no probe user: a failed login, which the server does not count
 /// toward max_connect_errors), `dropped` (could not finish it).
 pub const ENDINGS: [&str; 3] = ["quit", "auth_failed", "dropped"];
+/// The two legs of a connection (`thaw_compressed_*{leg}`).
+pub const LEGS: [&str; 2] = ["client", "backend"];
 
 pub struct Metrics {
     registry: Registry,
@@ -59,6 +61,12 @@ pub struct Metrics {
     pub streamed_packets: Family<Labels, Counter>,
     /// Client packets over a limit: the connection got ERR 1153 and was closed, by phase.
     pub packets_too_large: Family<Labels, Counter>,
+    /// Connections whose leg speaks the compressed protocol, by leg (client, backend).
+    pub compressed_connections: Family<Labels, Counter>,
+    /// Compressed frames on the wire (headers included), by leg and direction (in, out).
+    pub compressed_wire_bytes: Family<Labels, Counter>,
+    /// The plain bytes those frames carried, by leg and direction.
+    pub compressed_plain_bytes: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -98,6 +106,9 @@ impl Metrics {
             buffered_bytes: Gauge::default(),
             streamed_packets: Family::default(),
             packets_too_large: Family::default(),
+            compressed_connections: Family::default(),
+            compressed_wire_bytes: Family::default(),
+            compressed_plain_bytes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("client_connections_open", "Client connections currently open", m.connections_open.clone());
@@ -188,6 +199,29 @@ impl Metrics {
             "Client packets over a limit, answered with ERR 1153 and a close, by phase (handshake, command)",
             m.packets_too_large.clone(),
         );
+        registry.register(
+            "compressed_connections",
+            "Connections whose leg speaks the compressed protocol, by leg (client, backend)",
+            m.compressed_connections.clone(),
+        );
+        registry.register(
+            "compressed_wire_bytes",
+            "Compressed protocol: bytes on the wire, frame headers included, by leg and direction (in, out)",
+            m.compressed_wire_bytes.clone(),
+        );
+        registry.register(
+            "compressed_plain_bytes",
+            "Compressed protocol: the plain bytes those frames carried, by leg and direction (in, out)",
+            m.compressed_plain_bytes.clone(),
+        );
+        for leg in LEGS {
+            let _ = m.compressed_connections.get_or_create(&labels([("leg", leg.into())]));
+            for direction in ["in", "out"] {
+                let l = labels([("leg", leg.into()), ("direction", direction.into())]);
+                let _ = m.compressed_wire_bytes.get_or_create(&l);
+                let _ = m.compressed_plain_bytes.get_or_create(&l);
+            }
+        }
         for reason in ["size", "budget"] {
             let _ = m.streamed_packets.get_or_create(&labels([("reason", reason.into())]));
         }

@@ -1,9 +1,11 @@
 //! Connection phase: relay the greeting, the client's response and the whole
 //! auth exchange. thaw never sees a password: the server's nonce reaches the
 //! client untouched and every auth packet is relayed as sent. Only capability
-//! flags are patched, in place.
+//! flags are patched, in place. Compression starts on each leg that agreed
+//! to it once the server's OK is relayed (inside TLS where there is TLS).
 use super::backend::BackendStream;
 use super::client_tls::{ClientStream, Prefixed};
+use super::compress::{self, Legs};
 use super::state::ConnState;
 use super::{SessionError, Shared};
 use crate::config::{Config, ProbeConfig, TlsMode};
@@ -44,6 +46,7 @@ pub async fn relay(
     shared: &Shared,
     deadlines: &Deadlines,
     probe: Option<&ProbeConfig>,
+    compression: compress::Policy,
 ) -> Result<Option<(ServerIo, ConnState)>, SessionError> {
     let greeting = match tokio::time::timeout(deadlines.backend_greeting, server.read()).await {
         Ok(read) => read?.ok_or(SessionError::BackendClosed)?,
@@ -76,8 +79,17 @@ pub async fn relay(
             return Ok(None);
         }
     };
+    if let Err(msg) = compression.check_server(info.server_caps) {
+        client.send(&packets::build_err_no_state(1043, msg)).await?;
+        client.flush().await?;
+        end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+        return Ok(None);
+    }
     if shared.client_tls.is_some() {
-        caps::offer_ssl(&mut g)?;
+        caps::offer(&mut g, caps::SSL)?;
+    }
+    if compression.offers_client() {
+        caps::offer(&mut g, caps::COMPRESS)?;
     }
     client.send(&g).await?;
     client.flush().await?;
@@ -130,6 +142,17 @@ pub async fn relay(
             return Err(e.into());
         }
     };
+    let legs = match compression.legs(caps::client_caps(&response), info.server_caps) {
+        Ok(legs) => legs,
+        Err(msg) => {
+            refuse(client, 1043, "08S01", msg).await?;
+            end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
+            return Ok(None);
+        }
+    };
+    if legs.backend {
+        r[0..4].copy_from_slice(&(hello.caps | caps::COMPRESS).to_le_bytes());
+    }
     if tls.mode == TlsMode::Preferred && !use_tls {
         // Not silent: this login and everything after it go to the server in
         // plain text. Counted once the client has shown it is a MySQL client
@@ -144,7 +167,7 @@ pub async fn relay(
         }
     }
     if use_tls {
-        let with_ssl = (hello.caps | caps::SSL).to_le_bytes();
+        let with_ssl = (caps::client_caps(&r) | caps::SSL).to_le_bytes();
         r[0..4].copy_from_slice(&with_ssl);
         server.send(&r[..32]).await?;
         server.flush().await?;
@@ -184,6 +207,7 @@ pub async fn relay(
     match tokio::time::timeout(deadlines.auth, auth_exchange(client, &mut server, use_tls)).await {
         Ok(Ok(Some(status))) => {
             state.status = status;
+            start_compression(client, &mut server, legs, compression.level, shared);
             Ok(Some((server, state)))
         }
         Ok(Ok(None)) => Ok(None),
@@ -194,6 +218,19 @@ pub async fn relay(
             refuse(client, 1043, "08S01", &format!("thaw: authentication did not finish within {ms} ms")).await?;
             Err(SessionError::Timeout("authentication", ms))
         }
+    }
+}
+
+/// After the OK both sides of each agreeing leg switch their framing.
+fn start_compression(client: &mut ClientIo, server: &mut ServerIo, legs: Legs, level: u32, shared: &Shared) {
+    if legs.client {
+        client.start_compression(level, Some(compress::tally(&shared.metrics, "client")));
+    }
+    if legs.backend {
+        server.start_compression(level, Some(compress::tally(&shared.metrics, "backend")));
+    }
+    if legs != Legs::default() {
+        tracing::debug!(client = legs.client, backend = legs.backend, "compressed protocol");
     }
 }
 

@@ -5,6 +5,7 @@ pub mod budget;
 mod capture;
 pub mod client_tls;
 mod command;
+pub mod compress;
 pub mod handshake;
 mod prepared;
 mod query;
@@ -130,7 +131,8 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
     set_keepalive(&tcp, live.tcp_keepalive_secs);
     let server = PacketIo::new(BackendStream::Plain(tcp), cfg.max_packet_bytes);
     let deadlines = handshake::Deadlines::from_config(live);
-    let relayed = match handshake::relay(&mut client, server, &shared, &deadlines, live.probe.as_ref()).await {
+    let compression = compress::Policy::from_config(live);
+    let relayed = match handshake::relay(&mut client, server, &shared, &deadlines, live.probe.as_ref(), compression).await {
         Err(SessionError::Wire(WireError::TooLarge(n, max))) => {
             shared.metrics.packets_too_large.get_or_create(&labels([("phase", "handshake".into())])).inc();
             tracing::warn!(bytes = n, limit = max, "client packet before login over limits.handshake_max_bytes; closing");

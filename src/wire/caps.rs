@@ -14,12 +14,14 @@ pub const LOCAL_FILES: u32 = C::CLIENT_LOCAL_FILES.bits();
 pub const FOUND_ROWS: u32 = C::CLIENT_FOUND_ROWS.bits();
 pub const PLUGIN_AUTH_LENENC: u32 = C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits();
 pub const SECURE_CONNECTION: u32 = C::CLIENT_SECURE_CONNECTION.bits();
+pub const COMPRESS: u32 = C::CLIENT_COMPRESS.bits();
 
-/// Flags thaw does not implement: compression changes framing, query
-/// attributes change COM_QUERY, optional metadata can drop column
-/// definitions, MFA adds an auth step. SSL toward the client is thaw's to
-/// offer, and it does not.
-pub const MASKED: u32 = C::CLIENT_COMPRESS.bits()
+/// Flags not relayed as received: query attributes change COM_QUERY,
+/// optional metadata can drop column definitions, MFA adds an auth step,
+/// zstd compression is not implemented. SSL and zlib compression are
+/// per leg: thaw offers them to the client itself (`offer`) and asks the
+/// server for them on its own leg.
+pub const MASKED: u32 = COMPRESS
     | C::CLIENT_ZSTD_COMPRESSION_ALGORITHM.bits()
     | C::CLIENT_QUERY_ATTRIBUTES.bits()
     | C::CLIENT_OPTIONAL_RESULTSET_METADATA.bits()
@@ -44,14 +46,15 @@ pub struct Greeting {
     pub charset: u8,
 }
 
-/// Advertise CLIENT_SSL in a greeting already checked by `patch_greeting`:
-/// thaw terminates the client's TLS itself.
-pub fn offer_ssl(p: &mut [u8]) -> Result<(), WireError> {
+/// Advertise a lower-16 flag (CLIENT_SSL, CLIENT_COMPRESS) in a greeting
+/// already checked by `patch_greeting`: thaw speaks it on the client's leg itself.
+pub fn offer(p: &mut [u8], flag: u32) -> Result<(), WireError> {
     const BAD: WireError = WireError::Malformed("server greeting");
+    debug_assert!(flag <= 0xFFFF);
     let nul = p.get(1..).and_then(|b| b.iter().position(|&b| b == 0)).ok_or(BAD)? + 1;
     let lo = nul + 1 + 13;
     let flags = p.get(lo..lo + 2).ok_or(BAD)?;
-    let flags = u16::from_le_bytes([flags[0], flags[1]]) | SSL as u16;
+    let flags = u16::from_le_bytes([flags[0], flags[1]]) | flag as u16;
     p[lo..lo + 2].copy_from_slice(&flags.to_le_bytes());
     Ok(())
 }
@@ -244,6 +247,20 @@ mod tests {
                 assert_eq!(h.database, None, "an auth response past the end leaves no schema");
             }
         }
+    }
+
+    #[test]
+    fn offered_flags_are_set_in_the_masked_greeting() {
+        let caps = 0xF7FF_FFFF & !CLIENT_MYSQL;
+        let mut p = greeting(caps, 0);
+        patch_greeting(&mut p).unwrap();
+        assert_eq!(patch_greeting(&mut p.clone()).unwrap().server_caps & (COMPRESS | SSL), 0);
+        offer(&mut p, COMPRESS).unwrap();
+        offer(&mut p, SSL).unwrap();
+        let g = patch_greeting(&mut p.clone()).unwrap();
+        assert_eq!(g.server_caps & (COMPRESS | SSL), COMPRESS | SSL);
+        assert_eq!(g.server_caps | MASKED, caps | MASKED, "nothing else moved");
+        assert!(offer(&mut [10, b'x'], COMPRESS).is_err());
     }
 
     #[test]
