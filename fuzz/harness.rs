@@ -5,8 +5,10 @@
 //! input.
 #![allow(dead_code)]
 
+use bytes::BytesMut;
 use thaw::rules::{Captures, Plan, PlanContext, RuleSet};
 use thaw::wire::caps;
+use thaw::wire::compress::{self, Codec};
 use thaw::wire::packets;
 use thaw::wire::response::{Expect, Response};
 
@@ -254,6 +256,40 @@ pub fn loaders(data: &[u8], probe: &[String]) {
     }
 }
 
+// ------------------------------------------------------------------ compressed frames
+
+/// Wire bytes from a peer on a compressed leg, hostile or not. The first
+/// byte picks how much is inflated per call. Inflating never panics, never
+/// hands out more than asked, and never more than the frames' headers state
+/// (16 MiB at most per 7 header bytes); what inflated deflates again and
+/// reads back the same.
+pub fn compressed(data: &[u8]) {
+    let Some((&pick, wire)) = data.split_first() else { return };
+    let max = 1 + pick as usize * 97;
+    let mut z = Codec::new(compress::DEFAULT_LEVEL, None);
+    z.raw.extend_from_slice(wire);
+    let mut plain = BytesMut::new();
+    let bound = (wire.len() / compress::HEADER + 1) * compress::MAX_PLAIN;
+    while let Ok(n) = z.inflate(&mut plain, max) {
+        if n == 0 {
+            break;
+        }
+        assert!(n <= max, "{n} bytes handed out, {max} asked for");
+        assert!(plain.len() <= bound, "more than the headers state");
+        if plain.len() > 1 << 20 {
+            return; // a bomb that keeps its word: bounded, and enough checked
+        }
+    }
+    let mut w = Codec::new(1, None);
+    w.deflate(&[&plain[..plain.len() / 2], &plain[plain.len() / 2..]]);
+    let mut r = Codec::new(1, None);
+    r.raw.extend_from_slice(&w.wire);
+    let mut back = BytesMut::new();
+    while r.inflate(&mut back, 1 << 16).expect("thaw's own frames inflate") > 0 {}
+    assert!(back == plain, "deflate then inflate is the identity");
+    assert!(!r.mid_frame());
+}
+
 // ------------------------------------------------------------------ seeds
 
 /// Well-formed packets: OK (plain, 0xFE, with info), ERR (with and without a
@@ -414,4 +450,32 @@ pub fn loader_seeds() -> Vec<Vec<u8>> {
         "retry:\n  backoff_base_ms: 900\n  backoff_cap_ms: 10\n",
     ];
     texts.iter().map(|t| t.as_bytes().to_vec()).collect()
+}
+
+/// Compressed wire bytes: a stored frame, a compressed one, frames split
+/// mid-packet, and the lies (stated too long or too short, trailing bytes).
+pub fn compressed_seeds() -> Vec<Vec<u8>> {
+    let frames = |parts: &[&[u8]]| {
+        let mut z = Codec::new(compress::DEFAULT_LEVEL, None);
+        for p in parts {
+            z.deflate(&[p]);
+        }
+        z.wire
+    };
+    let rows: Vec<u8> = (0..5000u32).flat_map(|i| format!("row {i} billing EUR;").into_bytes()).collect();
+    let ping = frames(&[b"\x01\x00\x00\x00\x0e"]);
+    let query = frames(&[&rows]);
+    let mut out = vec![ping.clone(), query.clone(), frames(&[&rows[..10_000], &rows[10_000..]])];
+    let mut overstated = query.clone();
+    overstated[4..7].copy_from_slice(&[0xFF, 0xFF, 0xFF]);
+    let mut understated = query.clone();
+    understated[4..7].copy_from_slice(&[100, 0, 0]);
+    let mut trailing = query.clone();
+    trailing.extend_from_slice(b"junk");
+    let len = (trailing.len() - compress::HEADER) as u32;
+    trailing[0..3].copy_from_slice(&len.to_le_bytes()[..3]);
+    let zeros = frames(&[&[0u8; 60_000]]);
+    out.extend([overstated, understated, trailing, zeros, query[..query.len() / 2].to_vec()]);
+    // The first byte of an input picks the inflate chunk.
+    out.into_iter().enumerate().map(|(i, s)| [&[(i as u8).wrapping_mul(40)][..], &s].concat()).collect()
 }

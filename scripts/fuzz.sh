@@ -27,7 +27,7 @@ SECONDS_EACH="${FUZZ_SECONDS:-60}"
 JOBS="${FUZZ_JOBS:-1}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
 TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
-ALL=(packets response plan loaders)
+ALL=(packets response plan loaders compressed)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${ALL[@]}"); fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz missing: cargo install cargo-fuzz" >&2; exit 1; }

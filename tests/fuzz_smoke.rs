@@ -197,6 +197,11 @@ fn plan_smoke() {
 }
 
 #[test]
+fn compressed_smoke() {
+    smoke("compressed", &harness::compressed_seeds(), 3_000, harness::compressed);
+}
+
+#[test]
 fn loaders_smoke() {
     let probe = harness::legacy_statements();
     smoke("loaders", &harness::loader_seeds(), 1_500, |d| harness::loaders(d, &probe));
@@ -226,6 +231,7 @@ fn write_seed_corpus() {
         ("response", harness::response_seeds()),
         ("plan", harness::plan_seeds()),
         ("loaders", harness::loader_seeds()),
+        ("compressed", harness::compressed_seeds()),
     ];
     for (target, seeds) in sets {
         let dir = root.join(target);

@@ -1262,9 +1262,10 @@ async fn raw_packets_identical_with_found_rows_and_session_track() {
     raw_differential(raw::caps::BASIC | raw::caps::DEPRECATE_EOF | raw::caps::FOUND_ROWS | raw::caps::SESSION_TRACK, "raw_track").await;
 }
 
-/// thaw masks what it cannot relay (compression, TLS toward the client, query
-/// attributes, optional metadata) and passes the rest of the server's
-/// capabilities through untouched.
+/// thaw masks what it cannot relay (zstd, TLS toward the client, query
+/// attributes, optional metadata), offers zlib compression itself (as
+/// MariaDB does) and passes the rest of the server's capabilities through
+/// untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greeting_capabilities_and_thread_id() {
     let thaw = Thaw::start();
@@ -1277,8 +1278,9 @@ async fn greeting_capabilities_and_thread_id() {
     .await
     .unwrap();
     use raw::caps as c;
-    let masked = c::COMPRESS | c::SSL | c::ZSTD | c::QUERY_ATTRIBUTES | c::OPTIONAL_RESULTSET_METADATA;
+    let masked = c::SSL | c::ZSTD | c::QUERY_ATTRIBUTES | c::OPTIONAL_RESULTSET_METADATA;
     assert_eq!(t.greeting.caps & masked, 0, "masked capabilities offered through thaw: {:#x}", t.greeting.caps & masked);
+    assert_ne!(t.greeting.caps & c::COMPRESS, 0, "thaw offers compression (client_compression: allowed)");
     assert_eq!(t.greeting.caps & !masked, d.greeting.caps & !masked, "other capabilities must pass through unchanged");
     for keep in
         [c::MULTI_STATEMENTS, c::MULTI_RESULTS, c::PS_MULTI_RESULTS, c::DEPRECATE_EOF, c::PLUGIN_AUTH, c::SECURE_CONNECTION, c::PROTOCOL_41]
@@ -1461,11 +1463,12 @@ async fn failed_change_user_keeps_the_connection() {
     assert_eq!(d, t, "after COM_CHANGE_USER with a wrong password: direct (left) vs thaw (right)");
 }
 
-/// A client that asks for compression gets an uncompressed connection through
-/// thaw (which masks CLIENT_COMPRESS) and everything still works, large
-/// results included.
+/// A client that asks for compression (mysql_async: mysql_common's codec, a
+/// third implementation besides thaw's and the server's) gets a compressed
+/// session through thaw, both legs by default, and everything works, large
+/// results and parameters included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_asking_for_compression_works_uncompressed() {
+async fn client_asking_for_compression_gets_it() {
     let db = TestDb::new("compress").await;
     let thaw = Thaw::start();
     let mut c = within(
@@ -1482,7 +1485,12 @@ async fn client_asking_for_compression_works_uncompressed() {
     assert_eq!(rows.len(), 500);
     let v: Option<String> = c.exec_first("SELECT ?", ("x".repeat(100_000),)).await.unwrap();
     assert_eq!(v.map(|s| s.len()), Some(100_000));
+    let big: Option<(String, i64)> = c.query_first("SELECT REPEAT(MD5(RAND()), 200000), 7").await.unwrap();
+    assert_eq!(big.map(|(s, n)| (s.len(), n)), Some((6_400_000, 7)));
+    let on: Option<(String, String)> = c.query_first("SHOW SESSION STATUS LIKE 'Compression'").await.unwrap();
+    assert_eq!(on.map(|r| r.1).as_deref(), Some("ON"), "the backend leg is compressed too (backend_compression: as_client)");
     c.disconnect().await.unwrap();
+    assert!(thaw.metric("thaw_compressed_connections_total{leg=\"client\"}").unwrap_or(0.0) >= 1.0);
 }
 
 /// thaw does not offer TLS toward the client: a client that sends an
