@@ -25,8 +25,10 @@ AUTOCOMMIT = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
 READONLY = 0x2000  # SERVER_STATUS_IN_TRANS_READONLY
 
 # What thaw masks in the greeting by design (DESIGN-BRIEF §2, src/wire/caps.rs):
-# compression, zstd, query attributes, optional result-set metadata, MFA, SSL.
-THAW_MASKED_CAPS = (CLIENT.COMPRESS | (1 << 26) | (1 << 27) | (1 << 25) | (1 << 28) | CLIENT.SSL)
+# zstd, query attributes, optional result-set metadata, MFA, SSL. zlib
+# compression is offered by thaw itself (client_compression: allowed), as
+# MariaDB offers it.
+THAW_MASKED_CAPS = ((1 << 26) | (1 << 27) | (1 << 25) | (1 << 28) | CLIENT.SSL)
 
 
 def run(driver, steps, db_name, direct_addr, thaw_addr, **kw):
@@ -296,9 +298,9 @@ def test_greeting_capabilities_pymysql(direct_addr, thaw_addr):
         t.close()
 
 
-def test_compress_requested_falls_back(db_name, direct_addr, thaw_addr):
-    """mysqlclient with compress=True: direct, MariaDB compresses; through thaw the flag is
-    not offered, so libmariadb silently talks uncompressed. Results must be identical."""
+def test_compress_requested(db_name, direct_addr, thaw_addr):
+    """mysqlclient with compress=True: compressed direct and through thaw (both legs by
+    default). Results must be identical; tests/python/compression/ runs the whole suite so."""
     steps = [Q("SELECT seq, REPEAT('c', seq) FROM seq_1_to_200"), Q("SELECT 1/0", warn=True)]
     run("mysqlclient", steps, db_name, direct_addr, thaw_addr, compress=True)
 
