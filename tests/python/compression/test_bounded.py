@@ -107,7 +107,8 @@ def test_a_gibibyte_of_16_mib_frames_from_a_megabyte_is_streamed_in_bounded_memo
     """64 compressed frames, each stating (truthfully) 16 MiB: one COM_QUERY
     announced as an unterminated chain of 16 MiB plain frames, 1 GiB inflated
     from about 1 MiB on the wire. thaw streams it to the server 64 KiB at a
-    time (as for plain frames) until the server refuses it (1153)."""
+    time (as for plain frames) until the server refuses it (1153) or, with a
+    1 GiB max_allowed_packet, parses it."""
     s = compressed_login(thaw_proc)
     frames = []
     for i in range(64):
@@ -135,6 +136,8 @@ def test_a_gibibyte_of_16_mib_frames_from_a_megabyte_is_streamed_in_bounded_memo
           f" answer {answer[:40] if answer else None!r}")
     assert rss.growth_mib < BOUND_MIB, f"RSS grew {rss.growth_mib:.1f} MiB"
     if answer is not None:
-        assert answer[:1] == b"\xff" and int.from_bytes(answer[1:3], "little") == 1153, answer[:60]
+        # 1153 from the server at its max_allowed_packet; 1064 (zeros are no
+        # SQL) if another test on the shared server has raised it to 1 GiB.
+        assert answer[:1] == b"\xff" and int.from_bytes(answer[1:3], "little") in (1153, 1064), answer[:60]
     assert legs(thaw_proc.admin_port)[0] >= 2
     still_serves(thaw_proc)
