@@ -128,6 +128,7 @@ impl Session {
         });
         let out = self.forward(&packet, Expect::Prepare).await?;
         let Some(id) = out.stmt_id else {
+            // The server's "last statement" is now none (1243 for 0xFFFFFFFF).
             self.last_prepared = None;
             return Ok(());
         };
@@ -155,6 +156,9 @@ impl Session {
         if let Some(id) = binary::stmt_id(&packet) {
             if packet[0] == cmd::STMT_CLOSE {
                 self.stmts.remove(&id);
+                if self.last_prepared == Some(id) {
+                    self.last_prepared = None;
+                }
             } else if let Some(s) = self.stmts.get_mut(&id) {
                 s.long_data = true;
             }
@@ -251,7 +255,10 @@ impl Session {
                 let payload = Bytes::from(payload);
                 (self.send_recovering(&payload, false, in_tx).await?, payload, Expect::Query)
             }
-            _ => (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute),
+            _ => {
+                self.types_sent(id);
+                (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute)
+            }
         };
         if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
             && route != Route::Shadow
@@ -264,6 +271,7 @@ impl Session {
         if out.held_empty {
             // The unlocked read found no row: run the app's own statement, so
             // its gap lock is taken as it would be direct (get-or-create).
+            self.types_sent(id);
             let first = self.send_recovering(&original, false, self.state.in_transaction()).await?;
             out = self.relay_capturing(first, Expect::Execute, None, true, false).await?;
             sent = original.clone();
@@ -332,17 +340,18 @@ impl Session {
         }
     }
 
-    /// The app's execute as the server's statement must get it: with the
-    /// types written in when the server's statement has not seen them.
-    fn original_packet(&mut self, id: u32, packet: &Bytes) -> Bytes {
-        let Some(s) = self.stmts.get_mut(&id) else { return packet.clone() };
+    /// The app's execute with its types written in: what the server's
+    /// statement must get after a diverted execute, and what a replay re-runs.
+    fn original_packet(&self, id: u32, packet: &Bytes) -> Bytes {
+        let Some(s) = self.stmts.get(&id) else { return packet.clone() };
         let Some(types) = &s.types else { return packet.clone() };
-        match binary::with_types(packet, usize::from(s.params), types) {
-            Some(p) => {
-                s.server_types_stale = false;
-                p.into()
-            }
-            None => packet.clone(),
+        binary::with_types(packet, usize::from(s.params), types).map_or_else(|| packet.clone(), Bytes::from)
+    }
+
+    /// The server's statement got the client's last types.
+    fn types_sent(&mut self, id: u32) {
+        if let Some(s) = self.stmts.get_mut(&id) {
+            s.server_types_stale = false;
         }
     }
 
