@@ -60,9 +60,13 @@ impl ConnState {
     }
 
     /// sql_mode flags that change how thaw would have to read an expression.
+    /// IGNORE_SPACE is not one: the parser thaw uses always reads `name (`
+    /// as a call, as the server does under it (and the function names it
+    /// reserves only make the server refuse more). Node's mysql2 and mariadb
+    /// drivers ask for it in every handshake.
     pub fn sql_mode_unsupported(&self) -> bool {
         let m = self.sql_mode.to_ascii_uppercase();
-        m.split(',').any(|f| matches!(f, "PIPES_AS_CONCAT" | "HIGH_NOT_PRECEDENCE" | "ANSI" | "IGNORE_SPACE"))
+        m.split(',').any(|f| matches!(f, "PIPES_AS_CONCAT" | "HIGH_NOT_PRECEDENCE" | "ANSI"))
     }
 
     pub fn found_rows(&self) -> bool {
