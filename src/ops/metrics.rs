@@ -40,6 +40,14 @@ pub struct Metrics {
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
+    /// Guarded writes answered at once and held back to COMMIT, by rule.
+    pub deferred_writes: Family<Labels, Counter>,
+    /// Held-back writes sent before COMMIT, by cause.
+    pub deferred_flushes: Family<Labels, Counter>,
+    /// Held-back writes committed in one step with their COMMIT.
+    pub deferred_committed: Counter,
+    /// Held-back writes whose guard failed when sent (the app learns it at COMMIT), by rule.
+    pub deferred_violations: Family<Labels, Counter>,
     /// COM_STMT_EXECUTEs by how they reached the server (`original`, `shadow`, `text`).
     pub prepared_executes: Family<Labels, Counter>,
     /// Re-lock-and-validate runs inside the protection window, by outcome.
@@ -87,6 +95,10 @@ impl Metrics {
             violations: Family::default(),
             validations: Family::default(),
             prepared_executes: Family::default(),
+            deferred_writes: Family::default(),
+            deferred_flushes: Family::default(),
+            deferred_committed: Counter::default(),
+            deferred_violations: Family::default(),
             aborted_statements: Counter::default(),
             backend_errors: Family::default(),
             retries: Family::default(),
@@ -158,6 +170,18 @@ impl Metrics {
             "prepared_executes",
             "COM_STMT_EXECUTE by how it reached the server: original, shadow (lock-cut read), text (guarded write)",
             m.prepared_executes.clone(),
+        );
+        registry.register("deferred_writes", "Guarded writes answered at once and held back to COMMIT, by rule", m.deferred_writes.clone());
+        registry.register(
+            "deferred_flushes",
+            "Held-back writes sent before COMMIT, by cause (read, write, statement, savepoint, commit, validation, command)",
+            m.deferred_flushes.clone(),
+        );
+        registry.register("deferred_committed", "Held-back writes committed in one step with their COMMIT", m.deferred_committed.clone());
+        registry.register(
+            "deferred_violations",
+            "Held-back writes whose guard failed when sent: the app gets the violation at COMMIT, by rule",
+            m.deferred_violations.clone(),
         );
         for route in ["original", "shadow", "text"] {
             let _ = m.prepared_executes.get_or_create(&labels([("route", route.into())]));

@@ -35,6 +35,9 @@ pub struct TableRule {
     /// Also remove `NOWAIT` and `SKIP LOCKED` locks: the app uses them
     /// against contention, not as try-locks that keep a second worker out.
     pub unlock_try_locks: bool,
+    /// Hold a guarded write of a captured row back and send it with COMMIT
+    /// (one server-side step; the row lock is held for it alone).
+    pub defer_writes: bool,
     pub violation: ViolationPolicy,
     pub unhandled: UnhandledPolicy,
     /// When non-empty, only statements matching one of these are rewritten.
@@ -170,6 +173,8 @@ struct RawTable {
     unlock: Option<bool>,
     #[serde(default)]
     unlock_try_locks: Option<bool>,
+    #[serde(default)]
+    defer_writes: Option<bool>,
     #[serde(default)]
     violation: Option<Spanned<RawViolation>>,
     #[serde(default)]
@@ -365,6 +370,7 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
             views,
             unlock: t.unlock.unwrap_or(true),
             unlock_try_locks: t.unlock_try_locks.unwrap_or(false),
+            defer_writes: t.defer_writes.unwrap_or(false),
             violation,
             unhandled: t.unhandled.unwrap_or_default(),
             statements,

@@ -60,6 +60,10 @@ impl Decimal {
         Some(Decimal { units, scale: u32::try_from(scale).ok()? })
     }
 
+    pub fn is_zero(&self) -> bool {
+        self.normalized() == Decimal::parse("0").expect("zero parses").normalized()
+    }
+
     pub fn is_negative(&self) -> bool {
         self.units.sign() == Sign::Minus
     }

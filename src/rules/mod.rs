@@ -93,6 +93,12 @@ pub struct Rewrite {
     /// Safe inside the protection window: a read thaw unlocked, or a
     /// guarded write of a captured row.
     pub proven: bool,
+    /// A guarded write of a captured row whose OK thaw can tell in advance:
+    /// the WHERE is the key alone, every column it sets is a delta that
+    /// changes the row (stored exactly, so no warning) or a last-writer-wins
+    /// column set to the current time. It may be held back to COMMIT
+    /// (`defer_writes`).
+    pub deferrable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

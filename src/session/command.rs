@@ -190,6 +190,26 @@ impl Session {
         {
             self.txn.recorder.mark("a command other than a statement ran inside the transaction");
         }
+        // Held-back writes go first before a command that may observe them.
+        if !self.txn.deferred.is_empty()
+            && !matches!(
+                command,
+                cmd::QUERY
+                    | cmd::STMT_EXECUTE
+                    | cmd::STMT_PREPARE
+                    | cmd::STMT_CLOSE
+                    | cmd::STMT_RESET
+                    | cmd::STMT_SEND_LONG_DATA
+                    | cmd::PING
+                    | cmd::STATISTICS
+                    | cmd::QUIT
+                    | cmd::RESET_CONNECTION
+                    | cmd::CHANGE_USER
+            )
+            && !self.flush_deferred("command").await?
+        {
+            return Ok(true);
+        }
         match command {
             cmd::QUIT => {
                 self.server.send(&packet).await?;

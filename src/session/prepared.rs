@@ -205,6 +205,9 @@ impl Session {
             Ok((_, text)) if rules_apply && !self.txn.captures.is_empty() => Some(sql::classify(text.as_bytes(), self.modes())),
             _ => None,
         };
+        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(&ctl, class.as_ref(), &packet).await? {
+            return Ok(());
+        }
         let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
         let step = match &bound {
             _ if !rules_apply => Step::Send(None),
@@ -217,6 +220,13 @@ impl Session {
         };
         let text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
         let Some(rewrite) = self.settle(step, text.as_bytes(), class.as_ref()).await? else { return Ok(()) };
+        if let Some(rw) =
+            rewrite.as_ref().filter(|rw| rw.action != Action::Unlock && rw.action != Action::Pass && self.may_defer(rw, false))
+        {
+            let sent_types = matches!(&bound, Ok((e, _)) if e.sent_types);
+            self.note_types(id, &packet, if sent_types { Route::Text } else { Route::Original });
+            return self.defer(rw).await;
+        }
         let exec = bound.ok().map(|(e, _)| e);
         let stmt = stmt.unwrap_or_default();
         let mut route = match &rewrite {

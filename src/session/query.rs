@@ -72,8 +72,14 @@ impl Session {
         }
         // Read once: what the statement is matters only while captures exist.
         let class = (rules_apply && !self.txn.captures.is_empty()).then(|| sql::classify(sql, self.modes()));
+        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(&ctl, class.as_ref(), &packet).await? {
+            return Ok(());
+        }
         let step = if rules_apply { self.decide(sql, class.as_ref()) } else { Step::Send(None) };
         let Some(rewrite) = self.settle(step, sql, class.as_ref()).await? else { return Ok(()) };
+        if let Some(rw) = rewrite.as_ref().filter(|rw| self.may_defer(rw, multi)) {
+            return self.defer(rw).await;
+        }
         let payload: Bytes = match &rewrite {
             Some(rw) => {
                 let mut p = Vec::with_capacity(rw.sql.len() + 1);
@@ -145,6 +151,32 @@ impl Session {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// With held-back writes: COMMIT sends them with it, ROLLBACK drops
+    /// them, and anything that may observe them sends them first. `Ok(false)`:
+    /// the client has its answer.
+    pub(super) async fn before_statement_with_deferred(
+        &mut self,
+        ctl: &TxControl,
+        class: Option<&sql::Classified>,
+        packet: &[u8],
+    ) -> Result<bool, SessionError> {
+        match ctl {
+            TxControl::Commit { chain: false } => {
+                self.commit_deferred(ctl, packet).await?;
+                return Ok(false);
+            }
+            TxControl::Rollback { .. } => {
+                self.txn.deferred.clear();
+                return Ok(true);
+            }
+            _ => {}
+        }
+        match self.flush_cause(ctl, class) {
+            Some(cause) => self.flush_deferred(cause).await,
+            None => Ok(true),
+        }
     }
 
     /// The rules have something to say about a statement with this text
@@ -381,7 +413,7 @@ impl Session {
 
     /// The row matched the app's WHERE but not the guard: a lost CAS race
     /// (`cas_held` false) or a broken invariant.
-    async fn guard_failed(&mut self, v: &ViolationCheck, cas_held: bool) -> Result<bool, SessionError> {
+    pub(super) async fn guard_failed(&mut self, v: &ViolationCheck, cas_held: bool) -> Result<bool, SessionError> {
         let key = if self.live.config.log.redact_literals { "?" } else { v.key.as_str() };
         if !cas_held {
             // The row changed since the app read it: a lost race, retryable.
@@ -409,7 +441,7 @@ impl Session {
 }
 
 /// "Rows matched: 1  Changed: 0  Warnings: 0" → 1.
-fn rows_matched(info: &[u8]) -> Option<u64> {
+pub(super) fn rows_matched(info: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(info).ok()?;
     let rest = s.split("Rows matched:").nth(1)?;
     rest.split_whitespace().next()?.parse().ok()

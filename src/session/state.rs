@@ -20,6 +20,8 @@ pub struct ConnState {
     pub simultaneous_assignment: Option<bool>,
     /// thaw's leg to the server is TLS (COM_CHANGE_USER re-runs auth over it).
     pub tls_backend: bool,
+    /// The backend is MariaDB (anonymous compound statements: `defer_writes`).
+    pub mariadb: bool,
     /// sql_mode, character_set_client and the current database as the server
     /// last reported them; `settings_fresh` is false after anything that may
     /// have changed them (SET, CALL, multi-statements, ...), and they are

@@ -108,6 +108,9 @@ impl Session {
             self.discard_streamed().await?;
             return self.answer_aborted(err).await;
         }
+        if !self.txn.deferred.is_empty() && !self.flush_deferred("statement").await? {
+            return Ok(());
+        }
         if self.txn.captures.has_window()
             && self.state.statement_in_transaction()
             && !self.validate_or_abort("statement too large to plan").await?

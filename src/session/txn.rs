@@ -24,6 +24,8 @@ pub struct Txn {
     /// An XA branch is open: thaw unlocks nothing in it (its rollback is
     /// XA ROLLBACK with the app's xid, which thaw cannot issue safely).
     pub xa: bool,
+    /// Guarded writes answered and held back to COMMIT, in order.
+    pub deferred: Vec<super::defer::Deferred>,
 }
 
 /// What a statement the server ran means for the transaction.
@@ -53,6 +55,7 @@ impl Txn {
             savepoints: Vec::new(),
             recorder: Recorder::default(),
             xa: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Txn {
         self.captures.clear();
         self.savepoints.clear();
         self.recorder.clear();
+        self.deferred.clear();
     }
 
     /// thaw rolled the transaction back itself; `why` answers what follows.

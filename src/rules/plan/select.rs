@@ -74,6 +74,7 @@ pub(super) fn plan_select<'r>(
         notes,
         row: None,
         proven: true,
+        deferrable: false,
     }))
 }
 
