@@ -289,3 +289,40 @@ def test_bound_datetime_of_a_guarded_write_means_what_the_server_reads(via, subj
 
     check(scenario, setup=std_setup(), via=via, subject=subject, direct=direct)
 
+
+
+def test_float_step_leaves_the_capture_at_what_the_server_stored(via, subject, direct):
+    """The same fee written relatively: `UPDATE users SET balance = balance - ?`
+    with the float 3.5 (a DOUBLE), then the app re-reads its row (plain
+    prepared SELECT) and stamps frozen_balance. No other session runs.
+
+    Direct the server computes 1000 - 3.5 in double and stores rint(996.5)
+    = 996; the re-read shows 996 and the transaction commits. Through thaw
+    the planner follows the step exactly (plan/update.rs step_of reads
+    `3.5e0` as the decimal 3.5, `stored` rounds half away from zero) and
+    records 997 as what the row holds; the re-read shows 996, which thaw
+    takes for a concurrent change and answers 1213. Every retry repeats it:
+    the app gives up."""
+    def scenario(env: Env, db: str):
+        conn = env.connector()
+        rec = env.recorder("app")
+
+        def txn():
+            ps = conn.cursor(prepared=True)
+            ps.execute("SELECT id, balance, frozen_balance FROM users WHERE id = %s FOR UPDATE", (1,))
+            ((_, bal, frozen),) = ps.fetchall()
+            rec.note("read", (bal, frozen))
+            ps2 = conn.cursor(prepared=True)
+            ps2.execute("UPDATE users SET balance = balance - %s WHERE id = %s", (3.5, 1))
+            rec.note("charged", ps2.rowcount)
+            ps3 = conn.cursor(prepared=True)
+            ps3.execute("SELECT id, balance, frozen_balance FROM users WHERE id = %s", (1,))
+            rec.note("reread", ps3.fetchall())
+            ps4 = conn.cursor(prepared=True)
+            ps4.execute("UPDATE users SET frozen_balance = %s WHERE id = %s", (frozen + 10, 1))
+            conn.commit()
+            return "charged"
+
+        return run_with_retry(txn, rec=rec, rollback=conn.rollback)
+
+    check(scenario, setup=std_setup(), via=via, subject=subject, direct=direct)
