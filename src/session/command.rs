@@ -64,8 +64,8 @@ pub(super) struct Session {
     pub stmts: HashMap<u32, Stmt>,
     /// The client's last successful PREPARE (what id 0xFFFFFFFF names).
     pub last_prepared: Option<u32>,
-    /// thaw's lock-cut shadows of prepared reads: (text, server id), most recently used last.
-    pub shadows: Vec<(String, u32)>,
+    /// thaw's lock-cut shadow statements on the server (one per app statement at most).
+    pub shadows: usize,
     /// Backend's innodb_rollback_on_timeout, read after connect.
     pub rollback_on_timeout: Option<bool>,
     drain: watch::Receiver<bool>,
@@ -86,7 +86,7 @@ impl Session {
             txn: Txn::new(false),
             stmts: HashMap::new(),
             last_prepared: None,
-            shadows: Vec::new(),
+            shadows: 0,
             rollback_on_timeout: None,
             drain,
         }
@@ -115,6 +115,11 @@ impl Session {
                 p = server.read() => return self.unsolicited(p).await,
                 _ = drain.changed(), if !draining => continue,
             };
+            // A reload while the session waited applies from this command on,
+            // if no transaction is open.
+            if !self.state.in_transaction() && self.gen_rx.has_changed().unwrap_or(false) {
+                self.live = self.gen_rx.borrow_and_update().clone();
+            }
             let started = Instant::now();
             let keep_going = match self.admit(len) {
                 Admit::Buffer(reservation) => {
@@ -318,7 +323,7 @@ impl Session {
         self.txn.xa = false;
         self.stmts.clear();
         self.last_prepared = None;
-        self.shadows.clear();
+        self.shadows = 0;
         self.state.simultaneous_assignment = None;
         self.state.settings_fresh = false;
     }

@@ -36,8 +36,6 @@ use std::sync::Arc;
 
 /// Statement id 0xFFFFFFFF: the statement last prepared on the connection.
 pub(super) const LAST_PREPARED: u32 = u32::MAX;
-/// Shadows kept per connection (the server's max_prepared_stmt_count is global).
-const MAX_SHADOWS: usize = 16;
 /// Prepared text kept for planning; longer statements are not planned.
 const MAX_PLANNED_TEXT: usize = 64 * 1024;
 
@@ -47,6 +45,8 @@ pub(super) struct PreparedUnder {
     modes: Modes,
     sql_mode: String,
     charset: String,
+    /// The server runs a prepared statement in the database it was prepared in.
+    schema: Option<String>,
 }
 
 /// What the session remembers of a prepared statement.
@@ -71,6 +71,11 @@ pub(super) struct Stmt {
     /// The client's last types went to a shadow or to text, not to this
     /// statement on the server: thaw writes them into the next execute.
     pub server_types_stale: bool,
+    /// thaw's lock-cut form of this statement on the server, closed with it.
+    pub shadow: Option<u32>,
+    /// An execute opened a cursor on the server's statement: the next
+    /// execute must reach that statement to close it, as direct.
+    pub cursor_open: bool,
 }
 
 /// How an execute reaches the server.
@@ -100,7 +105,7 @@ impl Session {
         match binary::stmt_id(packet) {
             Some(LAST_PREPARED) => match self.last_prepared {
                 Some(id) => Some(binary::with_stmt_id(packet, id).into()),
-                None if !self.shadows.is_empty() => None,
+                None if self.shadows > 0 => None,
                 None => Some(packet.clone()),
             },
             _ => Some(packet.clone()),
@@ -125,8 +130,20 @@ impl Session {
             modes: self.modes(),
             sql_mode: self.state.sql_mode.clone(),
             charset: self.state.charset_client.clone(),
+            schema: self.state.schema.clone(),
         });
-        let out = self.forward(&packet, Expect::Prepare).await?;
+        self.server.reset_seq();
+        self.send_to_server(&packet).await?;
+        let mut first = self.read_server().await?;
+        // thaw's shadows must never cost the app a statement slot: out of
+        // slots (1461), they are closed and the PREPARE is sent again.
+        if self.shadows > 0 && crate::wire::packets::parse_err(&first).is_some_and(|e| e.code == 1461) {
+            self.close_shadows().await?;
+            self.server.reset_seq();
+            self.send_to_server(&packet).await?;
+            first = self.read_server().await?;
+        }
+        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts::default()).await?;
         let Some(id) = out.stmt_id else {
             // The server's "last statement" is now none (1243 for 0xFFFFFFFF).
             self.last_prepared = None;
@@ -155,7 +172,9 @@ impl Session {
         let Some(packet) = self.resolve_id(&packet) else { return Ok(()) };
         if let Some(id) = binary::stmt_id(&packet) {
             if packet[0] == cmd::STMT_CLOSE {
-                self.stmts.remove(&id);
+                if let Some(shadow) = self.stmts.remove(&id).and_then(|s| s.shadow) {
+                    self.close_server_stmt(shadow).await?;
+                }
                 if self.last_prepared == Some(id) {
                     self.last_prepared = None;
                 }
@@ -172,6 +191,7 @@ impl Session {
         let Some(packet) = self.resolve_id(&packet) else { return self.unknown_statement("mysqld_stmt_reset").await };
         if let Some(s) = binary::stmt_id(&packet).and_then(|id| self.stmts.get_mut(&id)) {
             s.long_data = false;
+            s.cursor_open = false;
         }
         self.forward(&packet, Expect::OnePacket).await?;
         Ok(())
@@ -234,8 +254,12 @@ impl Session {
             Some(rw) if rw.action != Action::Pass => Route::Text,
             _ => Route::Original,
         };
+        if route != Route::Original && stmt.cursor_open {
+            // Direct, this execute closes the statement's open cursor.
+            route = Route::Original;
+        }
         let shadow = match (route, &exec) {
-            (Route::Shadow, Some(e)) => self.shadow_for(&stmt, e, rewrite.as_deref().map(|rw| rw.sql.as_str())).await?,
+            (Route::Shadow, Some(e)) => self.shadow_for(id, &stmt, e, rewrite.as_deref().map(|rw| rw.sql.as_str())).await?,
             _ => None,
         };
         if route == Route::Shadow && shadow.is_none() {
@@ -267,6 +291,9 @@ impl Session {
             }
             _ => {
                 self.types_sent(id);
+                if let Some(s) = self.stmts.get_mut(&id) {
+                    s.cursor_open = packet.get(5).is_some_and(|flags| flags & CURSOR_FLAGS != 0);
+                }
                 (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute)
             }
         };
@@ -322,6 +349,9 @@ impl Session {
         if under.modes != self.modes() || under.sql_mode != self.state.sql_mode || under.charset != self.state.charset_client {
             return Err("sql_mode or character set changed since PREPARE".into());
         }
+        if under.schema != self.state.schema {
+            return Err("the current database changed since PREPARE".into());
+        }
         let quoting = Quoting::of(&self.state.charset_client).ok_or("client character set thaw cannot quote in")?;
         let exec = binary::decode_execute(packet, usize::from(stmt.params), stmt.types.as_deref(), &[]).map_err(|e| e.to_string())?;
         if exec.flags & CURSOR_FLAGS != 0 {
@@ -372,10 +402,11 @@ impl Session {
         binary::with_types(packet, usize::from(stmt.params), types).unwrap_or_else(|| packet.to_vec()).into()
     }
 
-    /// The shadow of a locking read: prepared once per text and kept (up to
-    /// [`MAX_SHADOWS`]). `None` when it cannot be made: the read then keeps
-    /// its lock.
-    async fn shadow_for(&mut self, stmt: &Stmt, exec: &Execute, planned: Option<&str>) -> Result<Option<u32>, SessionError> {
+    /// The shadow of a locking read: prepared once per app statement, in
+    /// the same database (the app's statement runs where it was prepared,
+    /// and `bind_execute` refused a database change). `None` when it cannot
+    /// be made: the read then keeps its lock.
+    async fn shadow_for(&mut self, id: u32, stmt: &Stmt, exec: &Execute, planned: Option<&str>) -> Result<Option<u32>, SessionError> {
         let (Some(sql), Some(under)) = (stmt.sql.as_deref(), stmt.under.as_ref()) else { return Ok(None) };
         let Some(shadow_sql) = cut_lock(sql, under.modes) else { return Ok(None) };
         // The shadow with these values must be the very text the planner
@@ -390,18 +421,8 @@ impl Session {
             tracing::debug!("shadow text differs from the planned read; the read keeps its lock");
             return Ok(None);
         }
-        if let Some(pos) = self.shadows.iter().position(|(s, _)| *s == shadow_sql) {
-            let entry = self.shadows.remove(pos);
-            let id = entry.1;
-            self.shadows.push(entry);
-            return Ok(Some(id));
-        }
-        if self.shadows.len() >= MAX_SHADOWS {
-            let (_, old) = self.shadows.remove(0);
-            self.server.reset_seq();
-            let mut close = vec![cmd::STMT_CLOSE];
-            close.extend_from_slice(&old.to_le_bytes());
-            self.send_to_server(&close).await?;
+        if let Some(shadow) = stmt.shadow {
+            return Ok(Some(shadow));
         }
         self.server.reset_seq();
         let mut p = Vec::with_capacity(shadow_sql.len() + 1);
@@ -411,21 +432,40 @@ impl Session {
         let first = self.read_server().await?;
         let out = self.relay(first, Expect::Prepare, super::response::RelayOpts { silent: true, ..Default::default() }).await?;
         match out.stmt_id {
-            Some(id) if out.stmt_params == stmt.params => {
-                self.shadows.push((shadow_sql, id));
-                Ok(Some(id))
+            Some(shadow) if out.stmt_params == stmt.params => {
+                self.shadows += 1;
+                if let Some(s) = self.stmts.get_mut(&id) {
+                    s.shadow = Some(shadow);
+                }
+                Ok(Some(shadow))
             }
             other => {
-                if let Some(id) = other {
-                    let mut close = vec![cmd::STMT_CLOSE];
-                    close.extend_from_slice(&id.to_le_bytes());
-                    self.server.reset_seq();
-                    self.send_to_server(&close).await?;
+                if let Some(shadow) = other {
+                    self.shadows += 1;
+                    self.close_server_stmt(shadow).await?;
                 }
                 tracing::warn!(code = ?out.err, "cannot prepare the unlocked form of a read; it keeps its lock");
                 Ok(None)
             }
         }
+    }
+
+    /// COM_STMT_CLOSE of one of thaw's shadows (no response).
+    async fn close_server_stmt(&mut self, shadow: u32) -> Result<(), SessionError> {
+        self.shadows = self.shadows.saturating_sub(1);
+        self.server.reset_seq();
+        let mut close = vec![cmd::STMT_CLOSE];
+        close.extend_from_slice(&shadow.to_le_bytes());
+        self.send_to_server(&close).await
+    }
+
+    async fn close_shadows(&mut self) -> Result<(), SessionError> {
+        let shadows: Vec<u32> = self.stmts.values_mut().filter_map(|s| s.shadow.take()).collect();
+        tracing::info!(shadows = shadows.len(), "out of prepared statement slots: closing thaw's shadow statements");
+        for shadow in shadows {
+            self.close_server_stmt(shadow).await?;
+        }
+        Ok(())
     }
 }
 
