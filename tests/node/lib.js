@@ -119,9 +119,10 @@ const COMMANDS = {
 async function wireTap(target) {
   const log = [];
   const sockets = new Set();
+  let conns = 0;
   const server = net.createServer((client) => {
     const up = net.connect(target.port, target.host);
-    const conn = log.length ? Math.max(...log.map((e) => e.conn)) + 1 : 0;
+    const conn = conns++;
     sockets.add(client); sockets.add(up);
     let buf = Buffer.alloc(0);
     client.on('data', (d) => {
@@ -154,7 +155,7 @@ async function wireTap(target) {
     // one line per command, for the test output
     summary() {
       return log.map((e) => `#${e.conn} ${e.cmd}${e.stmtId !== undefined ? ` id=0x${e.stmtId.toString(16)}` : ''}` +
-        `${e.sql ? ` ${e.sql.replace(/\s+/g, ' ').slice(0, 110)}` : ''}`).join('\n');
+        `${e.sql ? ` ${e.sql.replace(/\s+/g, ' ').slice(0, 200)}` : ''}`).join('\n');
     },
   };
 }
