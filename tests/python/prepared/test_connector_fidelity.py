@@ -243,7 +243,7 @@ def reuse_scenario(t: Transcript, admin):
     read = "SELECT id, balance, frozen_balance FROM users WHERE id = ? FOR UPDATE"
     write = "UPDATE users SET balance = ?, frozen_balance = ? WHERE id = ?"
     for n, (uid, amount, end) in enumerate([(8, "1.25", "COMMIT"), (8, "2.50", "ROLLBACK"), (9, "3.75", "COMMIT"),
-                                            (8, "4.00", "COMMIT"), (9, "60.00", "COMMIT")]):
+                                            (8, "4.00", "COMMIT"), (9, "6.00", "COMMIT")]):
         t.q("BEGIN")
         t.x(read, (uid,), cur=sel)
         _, balance, frozen = t.out[-1][2][0]

@@ -13,6 +13,10 @@ commits, B writes its absolute +200. The app retries 1213.
 - rule_removed: users was governed at PREPARE time. After the reload the
   read keeps its lock: B waits for A, exactly as direct.
 Direct runs the same interleaving once, as the reference.
+
+test_idle_session_takes_the_new_rules_at_its_next_transaction: not about
+prepared statements. A session idle while the rules reload must start its
+next transaction under the new rules (docs/operations.md, Reload).
 """
 
 from __future__ import annotations
@@ -108,6 +112,12 @@ def test_prepared_before_reload_uses_the_new_rules(via, direction, make_thaw):
             atomic_write(t.rules, BILLING if direction == "rule_added" else NOT_USERS)
             t.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: "generation=2" in t.log_text(), timeout=10, what="the rules reload")
+            # One command each after the reload: thaw swaps the generation
+            # before it waits for a command, so an idle session's next
+            # transaction would still start under the old rules (that lag is
+            # test_idle_session_takes_the_new_rules_at_its_next_transaction).
+            a.conn.ping()
+            b.conn.ping()
         r = _interleave(a, b)
         a.conn.close()
         b.conn.close()
@@ -122,5 +132,38 @@ def test_prepared_before_reload_uses_the_new_rules(via, direction, make_thaw):
             assert not r["blocked"], "the statement prepared before the reload was not unlocked by the new rule"
             assert r["b_read"][2] == 0
             assert b.codes == [], "B's prepared write was refused instead of planned"
+    finally:
+        H.drop_legacy_db(db)
+
+
+def test_idle_session_takes_the_new_rules_at_its_next_transaction(make_thaw):
+    """Text protocol. users becomes governed while both sessions are idle;
+    their next transaction's keyed FOR UPDATE must run unlocked: B must not
+    wait for A's lock."""
+    import pymysql
+
+    db = H.create_legacy_db(decimal=False)
+    try:
+        db.seed_users({S.USER: INITIAL})
+        t = make_thaw(NOT_USERS)
+        a, b = (pymysql.connect(host=t.host, port=t.port, user="root", password="", database=db.name) for _ in range(2))
+        with b.cursor() as cur:
+            cur.execute(f"SET SESSION innodb_lock_wait_timeout = {S.LOCK_WAIT_TIMEOUT}")
+        atomic_write(t.rules, BILLING)
+        t.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "generation=2" in t.log_text(), timeout=10, what="the rules reload")
+        sql = "SELECT id, balance, frozen_balance FROM users WHERE id = 8 FOR UPDATE"
+        with a.cursor() as ca, b.cursor() as cb:
+            ca.execute("BEGIN")
+            ca.execute(sql)
+            cb.execute("BEGIN")
+            try:
+                cb.execute(sql)
+                outcome = "read"
+            except pymysql.err.OperationalError as e:
+                outcome = f"error {e.args[0]}"
+        a.close()
+        b.close()
+        assert outcome == "read", f"B's read after the reload: {outcome} (it ran under the rules before the reload)"
     finally:
         H.drop_legacy_db(db)
