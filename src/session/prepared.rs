@@ -182,6 +182,8 @@ impl Session {
                 s.long_data = true;
             }
         }
+        // Each command starts at sequence 0 (a shadow's CLOSE may have gone first).
+        self.server.reset_seq();
         self.server.send(&packet).await?;
         self.server.flush().await?;
         Ok(())
