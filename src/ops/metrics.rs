@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
+    /// Shadow mode: what enforce mode would have done, by rule and action.
+    pub shadow_actions: Family<Labels, Counter>,
     /// Guarded writes answered at once and held back to COMMIT, by rule.
     pub deferred_writes: Family<Labels, Counter>,
     /// Held-back writes sent before COMMIT, by cause.
@@ -96,6 +98,7 @@ impl Metrics {
             validations: Family::default(),
             prepared_executes: Family::default(),
             deferred_writes: Family::default(),
+            shadow_actions: Family::default(),
             deferred_flushes: Family::default(),
             deferred_committed: Counter::default(),
             deferred_violations: Family::default(),
@@ -170,6 +173,11 @@ impl Metrics {
             "prepared_executes",
             "COM_STMT_EXECUTE by how it reached the server: original, shadow (lock-cut read), text (guarded write)",
             m.prepared_executes.clone(),
+        );
+        registry.register(
+            "shadow_actions",
+            "Shadow mode: what enforce mode would have done, by rule and action (unlock, guard, delta, cas, validate, refuse)",
+            m.shadow_actions.clone(),
         );
         registry.register("deferred_writes", "Guarded writes answered at once and held back to COMMIT, by rule", m.deferred_writes.clone());
         registry.register(

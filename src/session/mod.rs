@@ -5,6 +5,7 @@ pub mod budget;
 mod capture;
 pub mod client_tls;
 mod command;
+mod decide;
 mod defer;
 pub mod handshake;
 mod prepared;

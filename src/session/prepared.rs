@@ -233,12 +233,16 @@ impl Session {
         let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
         let step = match &bound {
             _ if !rules_apply => Step::Send(None),
-            Ok((_, text)) => self.decide(text.as_bytes(), class.as_ref()),
+            Ok((_, text)) => self.decide(text.as_bytes(), class.as_ref(), true),
             Err(reason) if window => {
                 tracing::info!(%reason, "prepared statement after an unlocked read is validated first");
                 Step::ValidateThenSend { reason: format!("a prepared statement thaw cannot read ({reason})"), rewrite: None }
             }
             Err(_) => Step::Send(None),
+        };
+        let (step, shadowed) = match step {
+            Step::Shadow(rw) => (Step::Send(None), rw),
+            step => (step, None),
         };
         let text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
         let Some(rewrite) = self.settle(step, text.as_bytes(), class.as_ref()).await? else { return Ok(()) };
@@ -305,24 +309,34 @@ impl Session {
         {
             return Ok(());
         }
-        let mut out = self.relay_capturing(first, expect, unlock, class_locking, false).await?;
+        let shadow_read = shadowed.as_ref().filter(|rw| rw.action == Action::Unlock).and_then(|rw| rw.capture.clone());
+        let mut out = match shadow_read {
+            Some(spec) => self.relay_capturing(first, expect, Some(spec), true, false, false).await?,
+            None => {
+                let hold = unlock.is_some();
+                self.relay_capturing(first, expect, unlock, class_locking, false, hold).await?
+            }
+        };
         let mut sent = sent;
         if out.held_empty {
             // The unlocked read found no row: run the app's own statement, so
             // its gap lock is taken as it would be direct (get-or-create).
             self.types_sent(id);
             let first = self.send_recovering(&original, false, self.state.in_transaction()).await?;
-            out = self.relay_capturing(first, Expect::Execute, None, true, false).await?;
+            out = self.relay_capturing(first, Expect::Execute, None, true, false, false).await?;
             sent = original.clone();
-        } else if let Some(rw) = &rewrite
-            && route != Route::Original
+        } else if let Some(rw) = rewrite.as_ref().filter(|_| route != Route::Original).or(shadowed.as_ref())
             && out.err.is_none()
         {
             self.txn.captures.apply(&rw.on_success);
         }
-        if rewrite.as_ref().is_none_or(|rw| !rw.proven || route == Route::Original && rw.action == Action::Unlock)
-            && !self.txn.captures.is_empty()
-        {
+        // A read planned as unlocked but sent with its lock is followed as locked.
+        let followed = match (&rewrite, &shadowed) {
+            (_, Some(rw)) => rw.proven,
+            (Some(rw), None) => rw.proven && !(route == Route::Original && rw.action == Action::Unlock),
+            (None, None) => false,
+        };
+        if !followed && !self.txn.captures.is_empty() {
             match &class {
                 Some(c) => self.forget_what_it_may_have_written(Some(c)),
                 None => {

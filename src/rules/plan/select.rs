@@ -75,6 +75,7 @@ pub(super) fn plan_select<'r>(
         row: None,
         proven: true,
         deferrable: false,
+        cas: false,
     }))
 }
 

@@ -413,6 +413,7 @@ pub(super) fn plan_update<'r>(
         notes,
         proven: row.is_some(),
         deferrable: predictable && changes_row && guarded,
+        cas: !cas_checks.is_empty(),
         row,
     }))
 }
@@ -432,6 +433,7 @@ pub(super) fn pass(rule: &TableRule, sql: &str, row: Option<RowId>, proven: bool
         row,
         proven,
         deferrable: false,
+        cas: false,
     }
 }
 
