@@ -40,6 +40,8 @@ pub struct Metrics {
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
+    /// Locking reads by shape, and the lock errors that followed them.
+    pub contention: super::contention::Contention,
     /// Shadow mode: what enforce mode would have done, by rule and action.
     pub shadow_actions: Family<Labels, Counter>,
     /// Guarded writes answered at once and held back to COMMIT, by rule.
@@ -99,6 +101,7 @@ impl Metrics {
             prepared_executes: Family::default(),
             deferred_writes: Family::default(),
             shadow_actions: Family::default(),
+            contention: Default::default(),
             deferred_flushes: Family::default(),
             deferred_committed: Counter::default(),
             deferred_violations: Family::default(),
@@ -173,6 +176,21 @@ impl Metrics {
             "prepared_executes",
             "COM_STMT_EXECUTE by how it reached the server: original, shadow (lock-cut read), text (guarded write)",
             m.prepared_executes.clone(),
+        );
+        registry.register(
+            "locking_reads",
+            "Locking reads (FOR UPDATE, FOR SHARE, LOCK IN SHARE MODE), by table and shape",
+            m.contention.reads.clone(),
+        );
+        registry.register(
+            "locking_read_seconds",
+            "Time locking reads took, lock waits included, by table and shape",
+            m.contention.read_seconds.clone(),
+        );
+        registry.register(
+            "locking_read_lock_errors",
+            "Lock errors (1205, 1213) in transactions that ran a locking read, hidden by a retry or not, by table, shape and code",
+            m.contention.lock_errors.clone(),
         );
         registry.register(
             "shadow_actions",

@@ -76,6 +76,8 @@ pub(super) struct Stmt {
     /// An execute opened a cursor on the server's statement: the next
     /// execute must reach that statement to close it, as direct.
     pub cursor_open: bool,
+    /// A locking read: its shape and table, for the contention metrics.
+    pub locking: Option<(String, String)>,
 }
 
 /// How an execute reaches the server.
@@ -149,7 +151,15 @@ impl Session {
             self.last_prepared = None;
             return Ok(());
         };
-        let sql = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
+        let sql: Option<Arc<str>> = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
+        let locking = sql.as_deref().and_then(|t| {
+            // Classified with zeros for its parameters (a text with `?` is not SQL thaw reads).
+            let at = placeholders(t, self.modes()).ok()?;
+            let probe = bind(t, &at, &vec![BinValue::Int(0); at.len()], self.modes(), Quoting::Utf8mb4).ok()?;
+            let c = sql::classify(probe.as_bytes(), self.modes());
+            matches!(c.shape, sql::Shape::Read { locking: true })
+                .then(|| (crate::rules::fingerprint(t), c.relations.first().map_or_else(|| "?".to_string(), |r| r.name.clone())))
+        });
         self.stmts.insert(
             id,
             Stmt {
@@ -159,6 +169,7 @@ impl Session {
                 sql,
                 params: out.stmt_params,
                 under,
+                locking,
                 ..Stmt::default()
             },
         );
@@ -276,6 +287,11 @@ impl Session {
         self.note_types(id, &packet, route);
         let in_tx = self.state.in_transaction();
         let retry_unsafe = stmt.call || stmt.long_data;
+        let locking = stmt.locking.as_ref().map(|(shape, table)| self.shared.metrics.contention.shape(shape, table));
+        if let Some(key) = &locking {
+            self.note_locking_shape(key);
+        }
+        let started = std::time::Instant::now();
         // What a replay re-runs: the app's own statement, with its types.
         let original = self.original_packet(id, &packet);
         let unlock = rewrite.as_ref().filter(|rw| route == Route::Shadow && rw.capture.is_some()).and_then(|rw| rw.capture.clone());
@@ -303,6 +319,9 @@ impl Session {
                 (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute)
             }
         };
+        if let Some(key) = &locking {
+            self.shared.metrics.contention.ran(key, started.elapsed().as_secs_f64());
+        }
         if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
             && route != Route::Shadow
             && self.enforce_guard(&first, rw.violation.as_ref(), rw.row.as_ref()).await?

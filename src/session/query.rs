@@ -85,7 +85,12 @@ impl Session {
             None => packet.clone(),
         };
         let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
+        let locking = self.locking_read(sql, class.as_ref());
+        let started = std::time::Instant::now();
         let first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
+        if let Some(key) = &locking {
+            self.shared.metrics.contention.ran(key, started.elapsed().as_secs_f64());
+        }
 
         if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
             && self.enforce_guard(&first, rw.violation.as_ref(), rw.row.as_ref()).await?
@@ -180,6 +185,36 @@ impl Session {
         match self.flush_cause(ctl, class) {
             Some(cause) => self.flush_deferred(cause).await,
             None => Ok(true),
+        }
+    }
+
+    /// A locking read (of any table): its shape is registered with the
+    /// contention metrics and remembered for the transaction's lock errors.
+    pub(super) fn locking_read(&mut self, sql: &[u8], class: Option<&sql::Classified>) -> Option<String> {
+        if !(contains_ci(sql, b"for update") || contains_ci(sql, b"share")) {
+            return None;
+        }
+        let text = std::str::from_utf8(sql).ok()?;
+        let owned;
+        let class = match class {
+            Some(c) => c,
+            None => {
+                owned = sql::classify(sql, self.modes());
+                &owned
+            }
+        };
+        if !matches!(class.shape, Shape::Read { locking: true }) {
+            return None;
+        }
+        let table = class.relations.first().map_or_else(|| "?".to_string(), |r| r.name.clone());
+        let key = self.shared.metrics.contention.shape(&crate::rules::fingerprint(text), &table);
+        self.note_locking_shape(&key);
+        Some(key)
+    }
+
+    pub(super) fn note_locking_shape(&mut self, key: &str) {
+        if self.txn.locking_shapes.len() < 16 && !self.txn.locking_shapes.iter().any(|k| k == key) {
+            self.txn.locking_shapes.push(key.to_string());
         }
     }
 

@@ -40,6 +40,11 @@ impl Session {
                 }
             }
             let Some(err) = err else { break };
+            if matches!(err.code, retry::LOCK_WAIT_TIMEOUT | retry::DEADLOCK) {
+                for key in &self.txn.locking_shapes {
+                    self.shared.metrics.contention.lock_error(key, err.code);
+                }
+            }
             let cfg = &self.live.config.retry;
             let situation =
                 Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };

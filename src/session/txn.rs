@@ -26,6 +26,8 @@ pub struct Txn {
     pub xa: bool,
     /// Guarded writes answered and held back to COMMIT, in order.
     pub deferred: Vec<super::defer::Deferred>,
+    /// Shapes of the locking reads this transaction ran (contention metrics).
+    pub locking_shapes: Vec<String>,
 }
 
 /// What a statement the server ran means for the transaction.
@@ -56,6 +58,7 @@ impl Txn {
             recorder: Recorder::default(),
             xa: false,
             deferred: Vec::new(),
+            locking_shapes: Vec::new(),
         }
     }
 
@@ -66,6 +69,7 @@ impl Txn {
         self.savepoints.clear();
         self.recorder.clear();
         self.deferred.clear();
+        self.locking_shapes.clear();
     }
 
     /// thaw rolled the transaction back itself; `why` answers what follows.
