@@ -45,6 +45,10 @@ impl Session {
                     self.shared.metrics.contention.lock_error(key, err.code);
                 }
             }
+            // With every rule in shadow the app sees what it sees direct, lock errors included.
+            if self.all_shadow() {
+                break;
+            }
             let cfg = &self.live.config.retry;
             let situation =
                 Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };
