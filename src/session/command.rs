@@ -66,6 +66,8 @@ pub(super) struct Session {
     pub last_prepared: Option<u32>,
     /// thaw's lock-cut shadow statements on the server (one per app statement at most).
     pub shadows: usize,
+    /// Governed tables known to have no triggers (`defer_writes`), by schema and table.
+    pub trigger_free: HashMap<(String, String), bool>,
     /// Backend's innodb_rollback_on_timeout, read after connect.
     pub rollback_on_timeout: Option<bool>,
     drain: watch::Receiver<bool>,
@@ -87,6 +89,7 @@ impl Session {
             stmts: HashMap::new(),
             last_prepared: None,
             shadows: 0,
+            trigger_free: HashMap::new(),
             rollback_on_timeout: None,
             drain,
         }
@@ -298,13 +301,14 @@ impl Session {
     /// current database are. Run just before a statement the rules plan, so
     /// what it disturbs (warnings, ROW_COUNT()) that statement replaces.
     pub async fn refresh_settings(&mut self) -> Result<(), SessionError> {
-        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE()").await?;
+        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE(), @@SESSION.completion_type").await?;
         let text = |v: Option<&Option<Vec<u8>>>| v.and_then(|v| v.as_deref()).map(|b| String::from_utf8_lossy(b).into_owned());
         match r.rows.first() {
             Some(row) => {
                 self.state.sql_mode = text(row.first()).unwrap_or_default();
                 self.state.charset_client = text(row.get(1)).unwrap_or_default();
                 self.state.schema = text(row.get(2));
+                self.state.completion_type = text(row.get(3)).unwrap_or_default();
                 self.state.simultaneous_assignment = Some(self.state.sql_mode.to_ascii_uppercase().contains("SIMULTANEOUS_ASSIGNMENT"));
                 self.state.settings_fresh = true;
             }
@@ -330,6 +334,8 @@ impl Session {
 
     /// The one place a statement's end reaches the transaction state.
     pub fn after_statement(&mut self, ctl: &crate::sql::TxControl, sent: &[u8], out: &Outcome, replayable: bool) {
+        // The server ran a statement after any held-back write was answered.
+        self.txn.held_last = false;
         let lost = matches!(out.err, Some(crate::retry::DEADLOCK))
             || (out.err == Some(crate::retry::LOCK_WAIT_TIMEOUT) && self.rollback_on_timeout != Some(false));
         if lost {

@@ -26,6 +26,7 @@ use super::command::{Session, cmd};
 use super::response::RelayOpts;
 use super::validate::deadlock;
 use crate::ops::metrics::labels;
+use crate::rules::plan::hex_literal;
 use crate::rules::{Action, ErrorResponse, Rewrite, RowId, ViolationCheck, ViolationResponse};
 use crate::sql::{Classified, Shape, TxControl, WriteKind};
 use crate::wire::packets::{self, put_lenenc_int, put_lenenc_str};
@@ -60,12 +61,48 @@ impl Session {
             && !multi
             && self.state.mariadb
             && self.state.in_transaction()
+            // A COMMIT that chains or releases does more than the block's COMMIT.
+            && self.state.completion_type.eq_ignore_ascii_case("NO_CHAIN")
             && self.txn.deferred.len() < MAX_DEFERRED
             && !self.txn.deferred.iter().any(|d| d.row == rw.row)
     }
 
+    /// Hold `rw` back when [`may_defer`](Self::may_defer) says so and its
+    /// table has no triggers (a trigger's rows would be missing until
+    /// COMMIT). `Ok(true)`: answered and held.
+    pub(super) async fn try_defer(&mut self, rw: &Rewrite, multi: bool) -> Result<bool, SessionError> {
+        if !self.may_defer(rw, multi) {
+            return Ok(false);
+        }
+        let Some(row) = &rw.row else { return Ok(false) };
+        let key = (row.schema.to_ascii_lowercase(), row.table.to_ascii_lowercase());
+        let trigger_free = match self.trigger_free.get(&key) {
+            Some(&free) => free,
+            None => {
+                let (Some(schema), Some(table)) = (hex_literal(row.schema.as_bytes(), 0), hex_literal(row.table.as_bytes(), 0)) else {
+                    return Ok(false);
+                };
+                let r = self
+                    .side_query(&format!(
+                        "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {schema} AND EVENT_OBJECT_TABLE = {table}"
+                    ))
+                    .await?;
+                let free = r.err.is_none() && r.rows.first().and_then(|c| c.first().cloned().flatten()).as_deref() == Some(b"0");
+                if self.trigger_free.len() < 64 {
+                    self.trigger_free.insert(key, free);
+                }
+                free
+            }
+        };
+        if !trigger_free {
+            return Ok(false);
+        }
+        self.defer(rw).await?;
+        Ok(true)
+    }
+
     /// Answer `rw` with the OK the server would give and hold it back.
-    pub(super) async fn defer(&mut self, rw: &Rewrite) -> Result<(), SessionError> {
+    async fn defer(&mut self, rw: &Rewrite) -> Result<(), SessionError> {
         // Rows matched 1 and changed 1: CLIENT_FOUND_ROWS or not, affected is 1.
         let mut ok = vec![packets::OK];
         put_lenenc_int(&mut ok, 1);
@@ -81,42 +118,39 @@ impl Session {
             row: rw.row.clone(),
         });
         self.shared.metrics.deferred_writes.get_or_create(&labels([("rule", rw.rule.clone())])).inc();
+        self.txn.held_last = true;
         self.client.send(&ok).await?;
         Ok(self.client.flush().await?)
     }
 
     /// Why the held writes must reach the server before this statement, or
     /// `None` when it cannot observe or depend on them: an INSERT of plain
-    /// values into a table no rule governs or links, or a plain read of such
-    /// tables, calling nothing that reads session state (a held write's
-    /// ROW_COUNT()). COMMIT and ROLLBACK are handled by the caller.
-    pub(super) fn flush_cause(&self, ctl: &TxControl, class: Option<&Classified>) -> Option<&'static str> {
+    /// values into a table no rule governs or links, or a read of no table
+    /// at all. What reads the last statement's results (ROW_COUNT(),
+    /// FOUND_ROWS(), SHOW WARNINGS, @@warning_count) needs them only right
+    /// after the held write: after a later statement it reads that one's, as
+    /// direct. COMMIT and ROLLBACK are handled by the caller.
+    pub(super) fn flush_cause(&self, ctl: &TxControl, class: Option<&Classified>, sql: &[u8]) -> Option<&'static str> {
         match ctl {
             TxControl::None => {}
             TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_) => return Some("savepoint"),
             TxControl::Begin | TxControl::Commit { .. } | TxControl::Xa { .. } => return Some("commit"),
             TxControl::Rollback { .. } => return None,
         }
+        if reads_diagnostics(sql) || class.is_some_and(reads_session_state) {
+            return self.txn.held_last.then_some("session_state");
+        }
         let Some(class) = class else { return Some("statement") };
         match &class.shape {
             Shape::Write { target, kind: WriteKind::Insert { values_only: true } }
-                if self.live.rules.table(&target.name).is_none()
-                    && !self.live.rules.tables().any(|t| t.links(&target.name))
-                    && !reads_session_state(class) =>
+                if self.live.rules.table(&target.name).is_none() && !self.live.rules.tables().any(|t| t.links(&target.name)) =>
             {
                 None
             }
             Shape::Write { target, .. } if self.live.rules.table(&target.name).is_some() => Some("write"),
-            // A plain read of tables no rule governs or links cannot see a held row.
-            Shape::Read { locking: false }
-                if !class
-                    .relations
-                    .iter()
-                    .any(|r| self.live.rules.table(&r.name).is_some() || self.live.rules.tables().any(|t| t.links(&r.name)))
-                    && !reads_session_state(class) =>
-            {
-                None
-            }
+            // A read of no table cannot see a held row (a trigger the held
+            // write fires may have written any other table).
+            Shape::Read { locking: false } if class.relations.is_empty() => None,
             Shape::Read { .. } => Some("read"),
             _ => Some("statement"),
         }
@@ -167,8 +201,9 @@ impl Session {
         let writes = std::mem::take(&mut self.txn.deferred);
         let mut block = String::from("BEGIN NOT ATOMIC\n");
         for (i, w) in writes.iter().enumerate() {
-            // The newline ends a `-- comment` the app's statement may end with.
-            block.push_str(&w.sql);
+            // The newline ends a `-- comment` the app's statement may end
+            // with; a trailing `;` would make an empty statement.
+            block.push_str(w.sql.trim_end_matches(|c: char| c == ';' || c.is_ascii_whitespace()));
             block.push_str(&format!(
                 "\n; IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = '{SIGNAL_PREFIX}{}'; END IF;\n",
                 i + 1
@@ -195,17 +230,33 @@ impl Session {
         };
         let message = String::from_utf8_lossy(&e.message).into_owned();
         let failed = message.strip_prefix(SIGNAL_PREFIX).and_then(|n| n.parse::<usize>().ok()).filter(|_| e.code == 1644);
+        // A lock wait timeout that rolled back only the one held write: the
+        // transaction is open as direct, the write is held again, and the
+        // app's COMMIT sent again sends it again.
+        if e.code == crate::retry::LOCK_WAIT_TIMEOUT && self.rollback_on_timeout == Some(false) && writes.len() == 1 {
+            self.txn.deferred = writes;
+            self.client.send(&packets::build_err(e.code, &sqlstate_of(&e), &message)).await?;
+            return Ok(self.client.flush().await?);
+        }
         match failed.and_then(|n| writes.get(n - 1)) {
             Some(w) => self.deferred_failed(w).await?,
             None => {
                 // A lock error recovery could not pass, or the server refused a
-                // write: nothing of the transaction is committed.
-                let error = ErrorResponse { code: e.code, sqlstate: sqlstate_of(&e), message };
+                // write: thaw rolls back, so nothing of the transaction is left
+                // (after a 1205 the app would believe it still open).
+                let error = if matches!(e.code, crate::retry::LOCK_WAIT_TIMEOUT | crate::retry::DEADLOCK) {
+                    deadlock(format!(
+                        "thaw: Deadlock found when trying to get lock; the transaction's held-back writes hit lock error {} at COMMIT; transaction rolled back, try restarting transaction",
+                        e.code
+                    ))
+                } else {
+                    ErrorResponse { code: e.code, sqlstate: sqlstate_of(&e), message }
+                };
                 self.abort_transaction(error).await?;
             }
         }
-        // The COMMIT is answered: the transaction is over for the app.
-        self.txn.end();
+        // The transaction stays aborted: a COMMIT sent again gets the error
+        // once more, never an OK for a transaction that is gone.
         Ok(())
     }
 
@@ -232,21 +283,26 @@ impl Session {
     }
 }
 
-/// The statement calls a function that reads what a held write would
-/// change in the session (ROW_COUNT(), FOUND_ROWS(), LAST_INSERT_ID()), or
-/// reads a table through a subquery.
+/// SHOW WARNINGS / ERRORS / COUNT(*) WARNINGS, GET DIAGNOSTICS, or a read
+/// of @@warning_count / @@error_count: the last statement's diagnostics.
+fn reads_diagnostics(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
+    let first = crate::retry::record::first_keyword(sql);
+    (first == "SHOW" && (text.contains("warnings") || text.contains("errors")))
+        || (first == "GET" && text.contains("diagnostics"))
+        || text.contains("warning_count")
+        || text.contains("error_count")
+}
+
+/// The statement calls a function that reads the last statement's
+/// results (ROW_COUNT(), FOUND_ROWS()).
 fn reads_session_state(class: &Classified) -> bool {
     let Some(stmt) = &class.stmt else { return true };
     visit_expressions(stmt, |e| match e {
         Expr::Function(f) => {
             let name = f.name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.to_ascii_lowercase()).unwrap_or_default();
-            if matches!(name.as_str(), "row_count" | "found_rows" | "last_insert_id") {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
+            if matches!(name.as_str(), "row_count" | "found_rows") { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
         }
-        Expr::Subquery(_) | Expr::In { .. } | Expr::Exists { .. } => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
     })
     .is_break()

@@ -125,7 +125,7 @@ impl Session {
         let text = &packet[1..];
         let keyword = first_keyword(text);
         // What the server reads the text under is what thaw must read it under.
-        if !self.live.rules.is_empty() && !self.state.settings_fresh {
+        if !self.live.rules.is_empty() && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
         let under = self.state.settings_fresh.then(|| PreparedUnder {
@@ -226,7 +226,7 @@ impl Session {
         }
         let prepared_text = stmt.as_ref().and_then(|s| s.sql.clone());
         let rules_apply = self.rules_apply(prepared_text.as_deref().unwrap_or_default().as_bytes());
-        if rules_apply && !self.state.settings_fresh {
+        if rules_apply && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
         let bound = match &stmt {
@@ -238,7 +238,10 @@ impl Session {
             Ok((_, text)) if rules_apply && !self.txn.captures.is_empty() => Some(sql::classify(text.as_bytes(), self.modes())),
             _ => None,
         };
-        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(&ctl, class.as_ref(), &packet).await? {
+        let bound_text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
+        if !self.txn.deferred.is_empty()
+            && !self.before_statement_with_deferred(&ctl, class.as_ref(), bound_text.as_bytes(), &packet).await?
+        {
             return Ok(());
         }
         let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
@@ -257,12 +260,12 @@ impl Session {
         };
         let text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
         let Some(rewrite) = self.settle(step, text.as_bytes(), class.as_ref()).await? else { return Ok(()) };
-        if let Some(rw) =
-            rewrite.as_ref().filter(|rw| rw.action != Action::Unlock && rw.action != Action::Pass && self.may_defer(rw, false))
+        if let Some(rw) = rewrite.as_ref().filter(|rw| rw.action != Action::Unlock && rw.action != Action::Pass)
+            && self.try_defer(rw, false).await?
         {
             let sent_types = matches!(&bound, Ok((e, _)) if e.sent_types);
             self.note_types(id, &packet, if sent_types { Route::Text } else { Route::Original });
-            return self.defer(rw).await;
+            return Ok(());
         }
         let exec = bound.ok().map(|(e, _)| e);
         let stmt = stmt.unwrap_or_default();
@@ -346,6 +349,7 @@ impl Session {
             sent = original.clone();
         } else if let Some(rw) = rewrite.as_ref().filter(|_| route != Route::Original).or(shadowed.as_ref())
             && out.err.is_none()
+            && !self.matched_nothing(&out)
         {
             self.txn.captures.apply(&rw.on_success);
         }

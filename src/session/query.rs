@@ -58,12 +58,14 @@ impl Session {
         let keyword = first_keyword(sql);
         let multi = self.state.multi_statements && has_inner_semicolon(sql);
         let rules_apply = self.rules_apply(sql);
-        if rules_apply && !self.state.settings_fresh {
+        // With every rule in shadow thaw sends nothing of its own: it plans
+        // with the settings it last read.
+        if rules_apply && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
         // Read once: what the statement is matters only while captures exist.
         let class = (rules_apply && !self.txn.captures.is_empty()).then(|| sql::classify(sql, self.modes()));
-        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(&ctl, class.as_ref(), &packet).await? {
+        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(&ctl, class.as_ref(), sql, &packet).await? {
             return Ok(());
         }
         let step = if rules_apply { self.decide(sql, class.as_ref(), true) } else { Step::Send(None) };
@@ -72,8 +74,10 @@ impl Session {
             step => (step, None),
         };
         let Some(rewrite) = self.settle(step, sql, class.as_ref()).await? else { return Ok(()) };
-        if let Some(rw) = rewrite.as_ref().filter(|rw| self.may_defer(rw, multi)) {
-            return self.defer(rw).await;
+        if let Some(rw) = &rewrite
+            && self.try_defer(rw, multi).await?
+        {
+            return Ok(());
         }
         let payload: Bytes = match &rewrite {
             Some(rw) => {
@@ -126,6 +130,7 @@ impl Session {
             sent = packet.clone();
         } else if let Some(rw) = rewrite.as_ref().or(shadow.as_ref())
             && out.err.is_none()
+            && !self.matched_nothing(&out)
         {
             self.txn.captures.apply(&rw.on_success);
         }
@@ -169,10 +174,12 @@ impl Session {
         &mut self,
         ctl: &TxControl,
         class: Option<&sql::Classified>,
+        sql: &[u8],
         packet: &[u8],
     ) -> Result<bool, SessionError> {
         match ctl {
-            TxControl::Commit { chain: false } => {
+            // COMMIT RELEASE, AND CHAIN: the held writes are sent first, then it goes as sent.
+            TxControl::Commit { chain: false } if sql::is_plain_commit(sql) => {
                 self.commit_deferred(ctl, packet).await?;
                 return Ok(false);
             }
@@ -182,7 +189,7 @@ impl Session {
             }
             _ => {}
         }
-        match self.flush_cause(ctl, class) {
+        match self.flush_cause(ctl, class, sql) {
             Some(cause) => self.flush_deferred(cause).await,
             None => Ok(true),
         }
@@ -216,6 +223,14 @@ impl Session {
         if self.txn.locking_shapes.len() < 16 && !self.txn.locking_shapes.iter().any(|k| k == key) {
             self.txn.locking_shapes.push(key.to_string());
         }
+    }
+
+    /// An UPDATE's OK that matched no row: its writes did not happen, so the
+    /// captures keep what the app saw.
+    pub(super) fn matched_nothing(&self, out: &Outcome) -> bool {
+        let Some(ok) = &out.ok else { return false };
+        let matched = if self.state.found_rows() { Some(ok.affected_rows) } else { rows_matched(&ok.info) };
+        matched == Some(0)
     }
 
     /// The rules have something to say about a statement with this text

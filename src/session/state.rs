@@ -29,6 +29,8 @@ pub struct ConnState {
     pub settings_fresh: bool,
     pub sql_mode: String,
     pub charset_client: String,
+    /// @@SESSION.completion_type (`NO_CHAIN`, `CHAIN`, `RELEASE`), as last read.
+    pub completion_type: String,
 }
 
 impl ConnState {

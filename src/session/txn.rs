@@ -28,6 +28,9 @@ pub struct Txn {
     pub deferred: Vec<super::defer::Deferred>,
     /// Shapes of the locking reads this transaction ran (contention metrics).
     pub locking_shapes: Vec<String>,
+    /// The last statement the app sent was a held-back write: the server's
+    /// ROW_COUNT() and warnings are still the statement's before it.
+    pub held_last: bool,
 }
 
 /// What a statement the server ran means for the transaction.
@@ -59,6 +62,7 @@ impl Txn {
             xa: false,
             deferred: Vec::new(),
             locking_shapes: Vec::new(),
+            held_last: false,
         }
     }
 
@@ -70,6 +74,7 @@ impl Txn {
         self.recorder.clear();
         self.deferred.clear();
         self.locking_shapes.clear();
+        self.held_last = false;
     }
 
     /// thaw rolled the transaction back itself; `why` answers what follows.
