@@ -301,7 +301,7 @@ impl Session {
     /// current database are. Run just before a statement the rules plan, so
     /// what it disturbs (warnings, ROW_COUNT()) that statement replaces.
     pub async fn refresh_settings(&mut self) -> Result<(), SessionError> {
-        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE(), @@SESSION.completion_type").await?;
+        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE(), @@SESSION.completion_type, @@SESSION.session_track_transaction_info").await?;
         let text = |v: Option<&Option<Vec<u8>>>| v.and_then(|v| v.as_deref()).map(|b| String::from_utf8_lossy(b).into_owned());
         match r.rows.first() {
             Some(row) => {
@@ -309,6 +309,7 @@ impl Session {
                 self.state.charset_client = text(row.get(1)).unwrap_or_default();
                 self.state.schema = text(row.get(2));
                 self.state.completion_type = text(row.get(3)).unwrap_or_default();
+                self.state.tracks_transactions = text(row.get(4)).is_some_and(|v| !v.eq_ignore_ascii_case("OFF"));
                 self.state.simultaneous_assignment = Some(self.state.sql_mode.to_ascii_uppercase().contains("SIMULTANEOUS_ASSIGNMENT"));
                 self.state.settings_fresh = true;
             }

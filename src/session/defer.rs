@@ -63,6 +63,8 @@ impl Session {
             && self.state.in_transaction()
             // A COMMIT that chains or releases does more than the block's COMMIT.
             && self.state.completion_type.eq_ignore_ascii_case("NO_CHAIN")
+            // thaw's OK could not carry the transaction state the server's would.
+            && !(self.state.tracks_transactions && self.state.session_track())
             && self.txn.deferred.len() < MAX_DEFERRED
             && !self.txn.deferred.iter().any(|d| d.row == rw.row)
     }

@@ -31,6 +31,8 @@ pub struct ConnState {
     pub charset_client: String,
     /// @@SESSION.completion_type (`NO_CHAIN`, `CHAIN`, `RELEASE`), as last read.
     pub completion_type: String,
+    /// session_track_transaction_info is not OFF: OK packets carry the transaction's state.
+    pub tracks_transactions: bool,
 }
 
 impl ConnState {
