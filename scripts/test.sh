@@ -69,6 +69,24 @@ print("pymysql", pymysql.VERSION_STRING, "| aiomysql", aiomysql.__version__,
       "| SQLAlchemy", sqlalchemy.__version__, "| pytest", pytest.__version__)
 EOF
 
+# ---------------------------------------------------------------- Node
+# tests/node (mysql2, mariadb, sequelize) is run by tests/python/prepared/test_node.py.
+phase "node test dependencies (tests/node)"
+command -v node >/dev/null 2>&1 || die "node not found: the Node driver tests need Node >= 20 and npm"
+command -v npm >/dev/null 2>&1 || die "npm not found: the Node driver tests need npm (npm ci in tests/node)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || die "node $(node --version) is too old: the Node driver tests need >= 20"
+NLOCK=tests/node/package-lock.json
+NSTAMP=tests/node/node_modules/.thaw-lock.sha256
+want="$(sha256sum "$NLOCK" | cut -d' ' -f1)"
+if [ "$(cat "$NSTAMP" 2>/dev/null || true)" != "$want" ]; then
+    (cd tests/node && npm ci --no-audit --no-fund) || die "npm ci in tests/node failed"
+    echo "$want" > "$NSTAMP"
+else
+    echo "tests/node/node_modules matches $NLOCK"
+fi
+echo "node $(node --version), npm $(npm --version)"
+
 # ---------------------------------------------------------------- MariaDB
 phase "MariaDB on $DB_HOST:$DB_PORT"
 ping_db() { mariadb-admin --protocol=TCP -h"$DB_HOST" -P"$DB_PORT" -uroot --connect-timeout=2 ping >/dev/null 2>&1; }

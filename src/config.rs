@@ -60,6 +60,9 @@ pub struct Config {
     /// Credentials for the readiness probe's mysql_async ping; without them
     /// readiness checks TCP plus a server greeting.
     pub probe: Option<ProbeConfig>,
+    /// Every rule in shadow mode (`thaw run --shadow`): statements go as the
+    /// app sent them; what enforce mode would do is logged and counted.
+    pub shadow: bool,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             readiness_interval_ms: 1000,
             retry: RetryConfig::default(),
             probe: None,
+            shadow: false,
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Shadow mode for every rule: forward statements as sent, log and
+    /// count what enforce mode would do.
+    #[arg(long)]
+    pub shadow: bool,
 }
 
 impl RunArgs {
@@ -64,6 +68,9 @@ impl RunArgs {
         }
         if let Some(v) = self.admin {
             c.admin = v;
+        }
+        if self.shadow {
+            c.shadow = true;
         }
         match self.log_format.as_deref() {
             Some("json") => c.log.format = LogFormat::Json,

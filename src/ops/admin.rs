@@ -83,6 +83,7 @@ async fn handle(mut stream: TcpStream, state: AdminState) -> std::io::Result<()>
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode()),
+        ("GET", "/contention") => ("200 OK", "application/json", state.metrics.contention.top_json(50)),
         ("GET", "/livez") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", "/readyz") => match readiness(&state).await {
             Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),

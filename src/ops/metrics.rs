@@ -42,6 +42,18 @@ pub struct Metrics {
     pub rewrites: Family<Labels, Counter>,
     pub unhandled: Family<Labels, Counter>,
     pub violations: Family<Labels, Counter>,
+    /// Locking reads by shape, and the lock errors that followed them.
+    pub contention: super::contention::Contention,
+    /// Shadow mode: what enforce mode would have done, by rule and action.
+    pub shadow_actions: Family<Labels, Counter>,
+    /// Guarded writes answered at once and held back to COMMIT, by rule.
+    pub deferred_writes: Family<Labels, Counter>,
+    /// Held-back writes sent before COMMIT, by cause.
+    pub deferred_flushes: Family<Labels, Counter>,
+    /// Held-back writes committed in one step with their COMMIT.
+    pub deferred_committed: Counter,
+    /// Held-back writes whose guard failed when sent (the app learns it at COMMIT), by rule.
+    pub deferred_violations: Family<Labels, Counter>,
     /// COM_STMT_EXECUTEs by how they reached the server (`original`, `shadow`, `text`).
     pub prepared_executes: Family<Labels, Counter>,
     /// Re-lock-and-validate runs inside the protection window, by outcome.
@@ -95,6 +107,12 @@ impl Metrics {
             violations: Family::default(),
             validations: Family::default(),
             prepared_executes: Family::default(),
+            deferred_writes: Family::default(),
+            shadow_actions: Family::default(),
+            contention: Default::default(),
+            deferred_flushes: Family::default(),
+            deferred_committed: Counter::default(),
+            deferred_violations: Family::default(),
             aborted_statements: Counter::default(),
             backend_errors: Family::default(),
             retries: Family::default(),
@@ -169,6 +187,38 @@ impl Metrics {
             "prepared_executes",
             "COM_STMT_EXECUTE by how it reached the server: original, shadow (lock-cut read), text (guarded write)",
             m.prepared_executes.clone(),
+        );
+        registry.register(
+            "locking_reads",
+            "Locking reads (FOR UPDATE, FOR SHARE, LOCK IN SHARE MODE), by table and shape",
+            m.contention.reads.clone(),
+        );
+        registry.register(
+            "locking_read_seconds",
+            "Time locking reads took, lock waits included, by table and shape",
+            m.contention.read_seconds.clone(),
+        );
+        registry.register(
+            "locking_read_lock_errors",
+            "Lock errors (1205, 1213) in transactions that ran a locking read, hidden by a retry or not, by table, shape and code",
+            m.contention.lock_errors.clone(),
+        );
+        registry.register(
+            "shadow_actions",
+            "Shadow mode: what enforce mode would have done, by rule and action (unlock, guard, delta, cas, validate, refuse)",
+            m.shadow_actions.clone(),
+        );
+        registry.register("deferred_writes", "Guarded writes answered at once and held back to COMMIT, by rule", m.deferred_writes.clone());
+        registry.register(
+            "deferred_flushes",
+            "Held-back writes sent before COMMIT, by cause (read, write, statement, savepoint, commit, validation, command)",
+            m.deferred_flushes.clone(),
+        );
+        registry.register("deferred_committed", "Held-back writes committed in one step with their COMMIT", m.deferred_committed.clone());
+        registry.register(
+            "deferred_violations",
+            "Held-back writes whose guard failed when sent: the app gets the violation at COMMIT, by rule",
+            m.deferred_violations.clone(),
         );
         for route in ["original", "shadow", "text"] {
             let _ = m.prepared_executes.get_or_create(&labels([("route", route.into())]));

@@ -6,15 +6,45 @@ use std::hash::Hasher;
 
 /// Digest of every packet of one response (insert ids, affected rows, rows, errors).
 #[derive(Debug, Default, Clone)]
-pub struct ResponseDigest(std::collections::hash_map::DefaultHasher);
+pub struct ResponseDigest {
+    hasher: std::collections::hash_map::DefaultHasher,
+    /// Bytes not yet hashed: the hasher is fed whole 8-byte words, so a
+    /// packet hashes the same whether it came whole or streamed in pieces.
+    tail: [u8; 8],
+    tail_len: usize,
+}
 
 impl ResponseDigest {
     pub fn add(&mut self, packet: &[u8]) {
-        self.0.write_usize(packet.len());
-        self.0.write(packet);
+        self.bytes(packet);
+        self.end_packet(packet.len());
     }
+
+    /// Part of a packet, in order (a streamed packet).
+    pub fn bytes(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = (8 - self.tail_len).min(data.len());
+            self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&data[..n]);
+            self.tail_len += n;
+            data = &data[n..];
+            if self.tail_len == 8 {
+                self.hasher.write_u64(u64::from_le_bytes(self.tail));
+                self.tail_len = 0;
+            }
+        }
+    }
+
+    /// The packet whose bytes were given ends; `len` is its length.
+    pub fn end_packet(&mut self, len: usize) {
+        for &b in &self.tail[..self.tail_len] {
+            self.hasher.write_u8(b);
+        }
+        self.tail_len = 0;
+        self.hasher.write_usize(len);
+    }
+
     pub fn finish(&self) -> u64 {
-        self.0.finish()
+        self.hasher.finish()
     }
 }
 
@@ -106,6 +136,26 @@ pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_is_the_same_whole_or_in_pieces() {
+        let packet: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+        let mut whole = ResponseDigest::default();
+        whole.add(&packet);
+        whole.add(b"end");
+        for cut in [1, 3, 8, 9, 500, 999] {
+            let mut pieces = ResponseDigest::default();
+            pieces.bytes(&packet[..cut]);
+            pieces.bytes(&packet[cut..]);
+            pieces.end_packet(packet.len());
+            pieces.add(b"end");
+            assert_eq!(pieces.finish(), whole.finish(), "cut at {cut}");
+        }
+        let mut other = ResponseDigest::default();
+        other.add(&packet[..999]);
+        other.add(b"end");
+        assert_ne!(other.finish(), whole.finish());
+    }
 
     #[test]
     fn keywords_skip_comments() {

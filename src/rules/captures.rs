@@ -52,6 +52,10 @@ impl ColMeta {
         matches!(self.col_type, DECIMAL | NEWDECIMAL | TINY | SHORT | LONG | LONGLONG | INT24 | YEAR)
     }
 
+    pub fn is_decimal(&self) -> bool {
+        matches!(self.col_type, types::DECIMAL | types::NEWDECIMAL)
+    }
+
     /// A value of this type cannot be compared exactly through a literal
     /// (FLOAT prints rounded; BIT, JSON and GEOMETRY compare by other rules).
     pub fn is_inexact(&self) -> bool {

@@ -35,6 +35,11 @@ pub struct TableRule {
     /// Also remove `NOWAIT` and `SKIP LOCKED` locks: the app uses them
     /// against contention, not as try-locks that keep a second worker out.
     pub unlock_try_locks: bool,
+    /// Hold a guarded write of a captured row back and send it with COMMIT
+    /// (one server-side step; the row lock is held for it alone).
+    pub defer_writes: bool,
+    /// `mode: shadow`: plans are counted, never carried out.
+    pub mode: RuleMode,
     pub violation: ViolationPolicy,
     pub unhandled: UnhandledPolicy,
     /// When non-empty, only statements matching one of these are rewritten.
@@ -138,6 +143,18 @@ pub enum UnhandledPolicy {
     Reject,
 }
 
+/// Whether a rule's plans are carried out or only counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleMode {
+    /// Rewrite, validate and refuse as planned.
+    #[default]
+    Enforce,
+    /// Forward every statement as the app sent it; plan it as enforce
+    /// would, and log and count what enforce would have done.
+    Shadow,
+}
+
 // ---- raw YAML shape -------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -170,6 +187,10 @@ struct RawTable {
     unlock: Option<bool>,
     #[serde(default)]
     unlock_try_locks: Option<bool>,
+    #[serde(default)]
+    defer_writes: Option<bool>,
+    #[serde(default)]
+    mode: Option<RuleMode>,
     #[serde(default)]
     violation: Option<Spanned<RawViolation>>,
     #[serde(default)]
@@ -365,6 +386,8 @@ pub(crate) fn parse_str(text: &str, file: &str) -> Result<Vec<TableRule>, RulesE
             views,
             unlock: t.unlock.unwrap_or(true),
             unlock_try_locks: t.unlock_try_locks.unwrap_or(false),
+            defer_writes: t.defer_writes.unwrap_or(false),
+            mode: t.mode.unwrap_or_default(),
             violation,
             unhandled: t.unhandled.unwrap_or_default(),
             statements,

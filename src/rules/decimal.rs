@@ -60,6 +60,10 @@ impl Decimal {
         Some(Decimal { units, scale: u32::try_from(scale).ok()? })
     }
 
+    pub fn is_zero(&self) -> bool {
+        self.normalized() == Decimal::parse("0").expect("zero parses").normalized()
+    }
+
     pub fn is_negative(&self) -> bool {
         self.units.sign() == Sign::Minus
     }
@@ -100,6 +104,23 @@ impl Decimal {
             q += 1;
         }
         Decimal { units: if neg { -q } else { q }, scale }
+    }
+
+    /// Rounded to an integer half to even, as the server stores a DOUBLE
+    /// into an integer column (`rint`).
+    pub fn round_half_even(&self) -> Decimal {
+        if self.scale == 0 {
+            return self.clone();
+        }
+        let div = pow10(self.scale);
+        let neg = self.units.sign() == Sign::Minus;
+        let mag = if neg { -&self.units } else { self.units.clone() };
+        let mut q = &mag / &div;
+        let twice = (&mag % &div) * 2;
+        if twice > div || (twice == div && (&q % 2u32).sign() != Sign::NoSign) {
+            q += 1;
+        }
+        Decimal { units: if neg { -q } else { q }, scale: 0 }
     }
 
     /// Numeric comparison, whatever the scales.
@@ -159,6 +180,13 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::parse(s).unwrap()
+    }
+
+    #[test]
+    fn half_even_as_rint() {
+        for (v, want) in [("996.5", "996"), ("997.5", "998"), ("-2.5", "-2"), ("2.5000000000000004", "3"), ("7", "7"), ("-0.4", "0")] {
+            assert_eq!(d(v).round_half_even().normalized().to_string(), want, "{v}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod splice;
 use std::path::Path;
 
 pub use captures::{CaptureSpec, CaptureUpdate, CapturedRow, Captures, ColMeta, RowId, Seen, canonical_key, same_value};
-pub use config::{ColumnClass, TableRule, UnhandledPolicy, ViolationPolicy, render_message};
+pub use config::{ColumnClass, RuleMode, TableRule, UnhandledPolicy, ViolationPolicy, render_message};
 pub use explain::{check, explain};
 pub use fingerprint::fingerprint;
 pub use guard::{Invariant, quote_ident as guard_ident};
@@ -93,6 +93,14 @@ pub struct Rewrite {
     /// Safe inside the protection window: a read thaw unlocked, or a
     /// guarded write of a captured row.
     pub proven: bool,
+    /// A guarded write of a captured row whose OK thaw can tell in advance:
+    /// the WHERE is the key alone, every column it sets is a delta that
+    /// changes the row (stored exactly, so no warning) or a last-writer-wins
+    /// column set to the current time. It may be held back to COMMIT
+    /// (`defer_writes`).
+    pub deferrable: bool,
+    /// The guard compares columns with what the app read (compare-and-set).
+    pub cas: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

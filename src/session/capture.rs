@@ -92,6 +92,23 @@ impl<'r> ResultCapture<'r> {
         self.cols.push(ColDef { schema: s(fields[1]), alias: s(fields[2]), org_table: s(fields[3]), org_name: s(fields[5]), meta });
     }
 
+    /// A row too large to read went by: its governed values are not known.
+    pub fn row_not_read(&mut self) {
+        if self.groups.is_none() {
+            let g = self.build_groups();
+            self.groups = Some(g);
+        }
+        let groups = self.groups.take().unwrap_or_default();
+        self.rows += 1;
+        if !groups.is_empty() {
+            self.spoiled = true;
+            for g in &groups {
+                self.captures.mark_uncertain(Some(&g.schema), &g.org_table);
+            }
+        }
+        self.groups = Some(groups);
+    }
+
     fn spoil(&mut self) {
         self.spoiled = true;
         self.groups = Some(Vec::new());

@@ -64,8 +64,10 @@ pub(super) struct Session {
     pub stmts: HashMap<u32, Stmt>,
     /// The client's last successful PREPARE (what id 0xFFFFFFFF names).
     pub last_prepared: Option<u32>,
-    /// thaw's lock-cut shadows of prepared reads: (text, server id), most recently used last.
-    pub shadows: Vec<(String, u32)>,
+    /// thaw's lock-cut shadow statements on the server (one per app statement at most).
+    pub shadows: usize,
+    /// Governed tables known to have no triggers (`defer_writes`), by schema and table.
+    pub trigger_free: HashMap<(String, String), bool>,
     /// Backend's innodb_rollback_on_timeout, read after connect.
     pub rollback_on_timeout: Option<bool>,
     drain: watch::Receiver<bool>,
@@ -86,7 +88,8 @@ impl Session {
             txn: Txn::new(false),
             stmts: HashMap::new(),
             last_prepared: None,
-            shadows: Vec::new(),
+            shadows: 0,
+            trigger_free: HashMap::new(),
             rollback_on_timeout: None,
             drain,
         }
@@ -115,6 +118,11 @@ impl Session {
                 p = server.read() => return self.unsolicited(p).await,
                 _ = drain.changed(), if !draining => continue,
             };
+            // A reload while the session waited applies from this command on,
+            // if no transaction is open.
+            if !self.state.in_transaction() && self.gen_rx.has_changed().unwrap_or(false) {
+                self.live = self.gen_rx.borrow_and_update().clone();
+            }
             let started = Instant::now();
             let keep_going = match self.admit(len) {
                 Admit::Buffer(reservation) => {
@@ -189,6 +197,26 @@ impl Session {
             )
         {
             self.txn.recorder.mark("a command other than a statement ran inside the transaction");
+        }
+        // Held-back writes go first before a command that may observe them.
+        if !self.txn.deferred.is_empty()
+            && !matches!(
+                command,
+                cmd::QUERY
+                    | cmd::STMT_EXECUTE
+                    | cmd::STMT_PREPARE
+                    | cmd::STMT_CLOSE
+                    | cmd::STMT_RESET
+                    | cmd::STMT_SEND_LONG_DATA
+                    | cmd::PING
+                    | cmd::STATISTICS
+                    | cmd::QUIT
+                    | cmd::RESET_CONNECTION
+                    | cmd::CHANGE_USER
+            )
+            && !self.flush_deferred("command").await?
+        {
+            return Ok(true);
         }
         match command {
             cmd::QUIT => {
@@ -273,13 +301,15 @@ impl Session {
     /// current database are. Run just before a statement the rules plan, so
     /// what it disturbs (warnings, ROW_COUNT()) that statement replaces.
     pub async fn refresh_settings(&mut self) -> Result<(), SessionError> {
-        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE()").await?;
+        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE(), @@SESSION.completion_type, @@SESSION.session_track_transaction_info").await?;
         let text = |v: Option<&Option<Vec<u8>>>| v.and_then(|v| v.as_deref()).map(|b| String::from_utf8_lossy(b).into_owned());
         match r.rows.first() {
             Some(row) => {
                 self.state.sql_mode = text(row.first()).unwrap_or_default();
                 self.state.charset_client = text(row.get(1)).unwrap_or_default();
                 self.state.schema = text(row.get(2));
+                self.state.completion_type = text(row.get(3)).unwrap_or_default();
+                self.state.tracks_transactions = text(row.get(4)).is_some_and(|v| !v.eq_ignore_ascii_case("OFF"));
                 self.state.simultaneous_assignment = Some(self.state.sql_mode.to_ascii_uppercase().contains("SIMULTANEOUS_ASSIGNMENT"));
                 self.state.settings_fresh = true;
             }
@@ -298,13 +328,15 @@ impl Session {
         self.txn.xa = false;
         self.stmts.clear();
         self.last_prepared = None;
-        self.shadows.clear();
+        self.shadows = 0;
         self.state.simultaneous_assignment = None;
         self.state.settings_fresh = false;
     }
 
     /// The one place a statement's end reaches the transaction state.
     pub fn after_statement(&mut self, ctl: &crate::sql::TxControl, sent: &[u8], out: &Outcome, replayable: bool) {
+        // The server ran a statement after any held-back write was answered.
+        self.txn.held_last = false;
         let lost = matches!(out.err, Some(crate::retry::DEADLOCK))
             || (out.err == Some(crate::retry::LOCK_WAIT_TIMEOUT) && self.rollback_on_timeout != Some(false));
         if lost {

@@ -202,6 +202,7 @@ pub async fn relay(
         multi_statements: hello.caps & caps::MULTI_STATEMENTS != 0,
         simultaneous_assignment: None,
         tls_backend: use_tls,
+        mariadb: info.server_version.contains("MariaDB"),
         ..ConnState::default()
     };
     match tokio::time::timeout(deadlines.auth, auth_exchange(client, &mut server, use_tls)).await {

@@ -6,6 +6,8 @@ mod capture;
 pub mod client_tls;
 mod command;
 pub mod compress;
+mod decide;
+mod defer;
 pub mod handshake;
 mod prepared;
 mod query;

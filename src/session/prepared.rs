@@ -36,8 +36,6 @@ use std::sync::Arc;
 
 /// Statement id 0xFFFFFFFF: the statement last prepared on the connection.
 pub(super) const LAST_PREPARED: u32 = u32::MAX;
-/// Shadows kept per connection (the server's max_prepared_stmt_count is global).
-const MAX_SHADOWS: usize = 16;
 /// Prepared text kept for planning; longer statements are not planned.
 const MAX_PLANNED_TEXT: usize = 64 * 1024;
 
@@ -47,6 +45,8 @@ pub(super) struct PreparedUnder {
     modes: Modes,
     sql_mode: String,
     charset: String,
+    /// The server runs a prepared statement in the database it was prepared in.
+    schema: Option<String>,
 }
 
 /// What the session remembers of a prepared statement.
@@ -71,6 +71,13 @@ pub(super) struct Stmt {
     /// The client's last types went to a shadow or to text, not to this
     /// statement on the server: thaw writes them into the next execute.
     pub server_types_stale: bool,
+    /// thaw's lock-cut form of this statement on the server, closed with it.
+    pub shadow: Option<u32>,
+    /// An execute opened a cursor on the server's statement: the next
+    /// execute must reach that statement to close it, as direct.
+    pub cursor_open: bool,
+    /// A locking read: its shape and table, for the contention metrics.
+    pub locking: Option<(String, String)>,
 }
 
 /// How an execute reaches the server.
@@ -100,7 +107,7 @@ impl Session {
         match binary::stmt_id(packet) {
             Some(LAST_PREPARED) => match self.last_prepared {
                 Some(id) => Some(binary::with_stmt_id(packet, id).into()),
-                None if !self.shadows.is_empty() => None,
+                None if self.shadows > 0 => None,
                 None => Some(packet.clone()),
             },
             _ => Some(packet.clone()),
@@ -118,20 +125,41 @@ impl Session {
         let text = &packet[1..];
         let keyword = first_keyword(text);
         // What the server reads the text under is what thaw must read it under.
-        if !self.live.rules.is_empty() && !self.state.settings_fresh {
+        if !self.live.rules.is_empty() && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
         let under = self.state.settings_fresh.then(|| PreparedUnder {
             modes: self.modes(),
             sql_mode: self.state.sql_mode.clone(),
             charset: self.state.charset_client.clone(),
+            schema: self.state.schema.clone(),
         });
-        let out = self.forward(&packet, Expect::Prepare).await?;
+        self.server.reset_seq();
+        self.send_to_server(&packet).await?;
+        let mut first = self.read_server().await?;
+        // thaw's shadows must never cost the app a statement slot: out of
+        // slots (1461), they are closed and the PREPARE is sent again.
+        if self.shadows > 0 && crate::wire::packets::parse_err(&first).is_some_and(|e| e.code == 1461) {
+            self.close_shadows().await?;
+            self.server.reset_seq();
+            self.send_to_server(&packet).await?;
+            first = self.read_server().await?;
+        }
+        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts::default()).await?;
         let Some(id) = out.stmt_id else {
+            // The server's "last statement" is now none (1243 for 0xFFFFFFFF).
             self.last_prepared = None;
             return Ok(());
         };
-        let sql = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
+        let sql: Option<Arc<str>> = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
+        let locking = sql.as_deref().and_then(|t| {
+            // Classified with zeros for its parameters (a text with `?` is not SQL thaw reads).
+            let at = placeholders(t, self.modes()).ok()?;
+            let probe = bind(t, &at, &vec![BinValue::Int(0); at.len()], self.modes(), Quoting::Utf8mb4).ok()?;
+            let c = sql::classify(probe.as_bytes(), self.modes());
+            matches!(c.shape, sql::Shape::Read { locking: true })
+                .then(|| (crate::rules::fingerprint(t), c.relations.first().map_or_else(|| "?".to_string(), |r| r.name.clone())))
+        });
         self.stmts.insert(
             id,
             Stmt {
@@ -141,6 +169,7 @@ impl Session {
                 sql,
                 params: out.stmt_params,
                 under,
+                locking,
                 ..Stmt::default()
             },
         );
@@ -154,11 +183,18 @@ impl Session {
         let Some(packet) = self.resolve_id(&packet) else { return Ok(()) };
         if let Some(id) = binary::stmt_id(&packet) {
             if packet[0] == cmd::STMT_CLOSE {
-                self.stmts.remove(&id);
+                if let Some(shadow) = self.stmts.remove(&id).and_then(|s| s.shadow) {
+                    self.close_server_stmt(shadow).await?;
+                }
+                if self.last_prepared == Some(id) {
+                    self.last_prepared = None;
+                }
             } else if let Some(s) = self.stmts.get_mut(&id) {
                 s.long_data = true;
             }
         }
+        // Each command starts at sequence 0 (a shadow's CLOSE may have gone first).
+        self.server.reset_seq();
         self.server.send(&packet).await?;
         self.server.flush().await?;
         Ok(())
@@ -168,6 +204,7 @@ impl Session {
         let Some(packet) = self.resolve_id(&packet) else { return self.unknown_statement("mysqld_stmt_reset").await };
         if let Some(s) = binary::stmt_id(&packet).and_then(|id| self.stmts.get_mut(&id)) {
             s.long_data = false;
+            s.cursor_open = false;
         }
         self.forward(&packet, Expect::OnePacket).await?;
         Ok(())
@@ -189,7 +226,7 @@ impl Session {
         }
         let prepared_text = stmt.as_ref().and_then(|s| s.sql.clone());
         let rules_apply = self.rules_apply(prepared_text.as_deref().unwrap_or_default().as_bytes());
-        if rules_apply && !self.state.settings_fresh {
+        if rules_apply && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
         let bound = match &stmt {
@@ -201,18 +238,35 @@ impl Session {
             Ok((_, text)) if rules_apply && !self.txn.captures.is_empty() => Some(sql::classify(text.as_bytes(), self.modes())),
             _ => None,
         };
+        let bound_text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
+        if !self.txn.deferred.is_empty()
+            && !self.before_statement_with_deferred(&ctl, class.as_ref(), bound_text.as_bytes(), &packet).await?
+        {
+            return Ok(());
+        }
         let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
         let step = match &bound {
             _ if !rules_apply => Step::Send(None),
-            Ok((_, text)) => self.decide(text.as_bytes(), class.as_ref()),
+            Ok((_, text)) => self.decide(text.as_bytes(), class.as_ref(), true),
             Err(reason) if window => {
                 tracing::info!(%reason, "prepared statement after an unlocked read is validated first");
                 Step::ValidateThenSend { reason: format!("a prepared statement thaw cannot read ({reason})"), rewrite: None }
             }
             Err(_) => Step::Send(None),
         };
+        let (step, shadowed) = match step {
+            Step::Shadow(rw) => (Step::Send(None), rw),
+            step => (step, None),
+        };
         let text = bound.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
         let Some(rewrite) = self.settle(step, text.as_bytes(), class.as_ref()).await? else { return Ok(()) };
+        if let Some(rw) = rewrite.as_ref().filter(|rw| rw.action != Action::Unlock && rw.action != Action::Pass)
+            && self.try_defer(rw, false).await?
+        {
+            let sent_types = matches!(&bound, Ok((e, _)) if e.sent_types);
+            self.note_types(id, &packet, if sent_types { Route::Text } else { Route::Original });
+            return Ok(());
+        }
         let exec = bound.ok().map(|(e, _)| e);
         let stmt = stmt.unwrap_or_default();
         let mut route = match &rewrite {
@@ -220,8 +274,12 @@ impl Session {
             Some(rw) if rw.action != Action::Pass => Route::Text,
             _ => Route::Original,
         };
+        if route != Route::Original && stmt.cursor_open {
+            // Direct, this execute closes the statement's open cursor.
+            route = Route::Original;
+        }
         let shadow = match (route, &exec) {
-            (Route::Shadow, Some(e)) => self.shadow_for(&stmt, e, rewrite.as_deref().map(|rw| rw.sql.as_str())).await?,
+            (Route::Shadow, Some(e)) => self.shadow_for(id, &stmt, e, rewrite.as_deref().map(|rw| rw.sql.as_str())).await?,
             _ => None,
         };
         if route == Route::Shadow && shadow.is_none() {
@@ -232,6 +290,11 @@ impl Session {
         self.note_types(id, &packet, route);
         let in_tx = self.state.in_transaction();
         let retry_unsafe = stmt.call || stmt.long_data;
+        let locking = stmt.locking.as_ref().map(|(shape, table)| self.shared.metrics.contention.shape(shape, table));
+        if let Some(key) = &locking {
+            self.note_locking_shape(key);
+        }
+        let started = std::time::Instant::now();
         // What a replay re-runs: the app's own statement, with its types.
         let original = self.original_packet(id, &packet);
         let unlock = rewrite.as_ref().filter(|rw| route == Route::Shadow && rw.capture.is_some()).and_then(|rw| rw.capture.clone());
@@ -251,31 +314,52 @@ impl Session {
                 let payload = Bytes::from(payload);
                 (self.send_recovering(&payload, false, in_tx).await?, payload, Expect::Query)
             }
-            _ => (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute),
+            _ => {
+                self.types_sent(id);
+                if let Some(s) = self.stmts.get_mut(&id) {
+                    s.cursor_open = packet.get(5).is_some_and(|flags| flags & CURSOR_FLAGS != 0);
+                }
+                (self.send_recovering(&original, retry_unsafe, in_tx).await?, original.clone(), Expect::Execute)
+            }
         };
+        if let Some(key) = &locking {
+            self.shared.metrics.contention.ran(key, started.elapsed().as_secs_f64());
+        }
         if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
             && route != Route::Shadow
             && self.enforce_guard(&first, rw.violation.as_ref(), rw.row.as_ref()).await?
         {
             return Ok(());
         }
-        let mut out = self.relay_capturing(first, expect, unlock, class_locking, false).await?;
+        let shadow_read = shadowed.as_ref().filter(|rw| rw.action == Action::Unlock).and_then(|rw| rw.capture.clone());
+        let mut out = match shadow_read {
+            Some(spec) => self.relay_capturing(first, expect, Some(spec), true, false, false).await?,
+            None => {
+                let hold = unlock.is_some();
+                self.relay_capturing(first, expect, unlock, class_locking, false, hold).await?
+            }
+        };
         let mut sent = sent;
         if out.held_empty {
             // The unlocked read found no row: run the app's own statement, so
             // its gap lock is taken as it would be direct (get-or-create).
+            self.types_sent(id);
             let first = self.send_recovering(&original, false, self.state.in_transaction()).await?;
-            out = self.relay_capturing(first, Expect::Execute, None, true, false).await?;
+            out = self.relay_capturing(first, Expect::Execute, None, true, false, false).await?;
             sent = original.clone();
-        } else if let Some(rw) = &rewrite
-            && route != Route::Original
+        } else if let Some(rw) = rewrite.as_ref().filter(|_| route != Route::Original).or(shadowed.as_ref())
             && out.err.is_none()
+            && !self.matched_nothing(&out)
         {
             self.txn.captures.apply(&rw.on_success);
         }
-        if rewrite.as_ref().is_none_or(|rw| !rw.proven || route == Route::Original && rw.action == Action::Unlock)
-            && !self.txn.captures.is_empty()
-        {
+        // A read planned as unlocked but sent with its lock is followed as locked.
+        let followed = match (&rewrite, &shadowed) {
+            (_, Some(rw)) => rw.proven,
+            (Some(rw), None) => rw.proven && !(route == Route::Original && rw.action == Action::Unlock),
+            (None, None) => false,
+        };
+        if !followed && !self.txn.captures.is_empty() {
             match &class {
                 Some(c) => self.forget_what_it_may_have_written(Some(c)),
                 None => {
@@ -303,6 +387,9 @@ impl Session {
         let under = stmt.under.as_ref().ok_or("settings at PREPARE unknown")?;
         if under.modes != self.modes() || under.sql_mode != self.state.sql_mode || under.charset != self.state.charset_client {
             return Err("sql_mode or character set changed since PREPARE".into());
+        }
+        if under.schema != self.state.schema {
+            return Err("the current database changed since PREPARE".into());
         }
         let quoting = Quoting::of(&self.state.charset_client).ok_or("client character set thaw cannot quote in")?;
         let exec = binary::decode_execute(packet, usize::from(stmt.params), stmt.types.as_deref(), &[]).map_err(|e| e.to_string())?;
@@ -332,17 +419,18 @@ impl Session {
         }
     }
 
-    /// The app's execute as the server's statement must get it: with the
-    /// types written in when the server's statement has not seen them.
-    fn original_packet(&mut self, id: u32, packet: &Bytes) -> Bytes {
-        let Some(s) = self.stmts.get_mut(&id) else { return packet.clone() };
+    /// The app's execute with its types written in: what the server's
+    /// statement must get after a diverted execute, and what a replay re-runs.
+    fn original_packet(&self, id: u32, packet: &Bytes) -> Bytes {
+        let Some(s) = self.stmts.get(&id) else { return packet.clone() };
         let Some(types) = &s.types else { return packet.clone() };
-        match binary::with_types(packet, usize::from(s.params), types) {
-            Some(p) => {
-                s.server_types_stale = false;
-                p.into()
-            }
-            None => packet.clone(),
+        binary::with_types(packet, usize::from(s.params), types).map_or_else(|| packet.clone(), Bytes::from)
+    }
+
+    /// The server's statement got the client's last types.
+    fn types_sent(&mut self, id: u32) {
+        if let Some(s) = self.stmts.get_mut(&id) {
+            s.server_types_stale = false;
         }
     }
 
@@ -353,10 +441,11 @@ impl Session {
         binary::with_types(packet, usize::from(stmt.params), types).unwrap_or_else(|| packet.to_vec()).into()
     }
 
-    /// The shadow of a locking read: prepared once per text and kept (up to
-    /// [`MAX_SHADOWS`]). `None` when it cannot be made: the read then keeps
-    /// its lock.
-    async fn shadow_for(&mut self, stmt: &Stmt, exec: &Execute, planned: Option<&str>) -> Result<Option<u32>, SessionError> {
+    /// The shadow of a locking read: prepared once per app statement, in
+    /// the same database (the app's statement runs where it was prepared,
+    /// and `bind_execute` refused a database change). `None` when it cannot
+    /// be made: the read then keeps its lock.
+    async fn shadow_for(&mut self, id: u32, stmt: &Stmt, exec: &Execute, planned: Option<&str>) -> Result<Option<u32>, SessionError> {
         let (Some(sql), Some(under)) = (stmt.sql.as_deref(), stmt.under.as_ref()) else { return Ok(None) };
         let Some(shadow_sql) = cut_lock(sql, under.modes) else { return Ok(None) };
         // The shadow with these values must be the very text the planner
@@ -371,18 +460,8 @@ impl Session {
             tracing::debug!("shadow text differs from the planned read; the read keeps its lock");
             return Ok(None);
         }
-        if let Some(pos) = self.shadows.iter().position(|(s, _)| *s == shadow_sql) {
-            let entry = self.shadows.remove(pos);
-            let id = entry.1;
-            self.shadows.push(entry);
-            return Ok(Some(id));
-        }
-        if self.shadows.len() >= MAX_SHADOWS {
-            let (_, old) = self.shadows.remove(0);
-            self.server.reset_seq();
-            let mut close = vec![cmd::STMT_CLOSE];
-            close.extend_from_slice(&old.to_le_bytes());
-            self.send_to_server(&close).await?;
+        if let Some(shadow) = stmt.shadow {
+            return Ok(Some(shadow));
         }
         self.server.reset_seq();
         let mut p = Vec::with_capacity(shadow_sql.len() + 1);
@@ -392,21 +471,40 @@ impl Session {
         let first = self.read_server().await?;
         let out = self.relay(first, Expect::Prepare, super::response::RelayOpts { silent: true, ..Default::default() }).await?;
         match out.stmt_id {
-            Some(id) if out.stmt_params == stmt.params => {
-                self.shadows.push((shadow_sql, id));
-                Ok(Some(id))
+            Some(shadow) if out.stmt_params == stmt.params => {
+                self.shadows += 1;
+                if let Some(s) = self.stmts.get_mut(&id) {
+                    s.shadow = Some(shadow);
+                }
+                Ok(Some(shadow))
             }
             other => {
-                if let Some(id) = other {
-                    let mut close = vec![cmd::STMT_CLOSE];
-                    close.extend_from_slice(&id.to_le_bytes());
-                    self.server.reset_seq();
-                    self.send_to_server(&close).await?;
+                if let Some(shadow) = other {
+                    self.shadows += 1;
+                    self.close_server_stmt(shadow).await?;
                 }
                 tracing::warn!(code = ?out.err, "cannot prepare the unlocked form of a read; it keeps its lock");
                 Ok(None)
             }
         }
+    }
+
+    /// COM_STMT_CLOSE of one of thaw's shadows (no response).
+    async fn close_server_stmt(&mut self, shadow: u32) -> Result<(), SessionError> {
+        self.shadows = self.shadows.saturating_sub(1);
+        self.server.reset_seq();
+        let mut close = vec![cmd::STMT_CLOSE];
+        close.extend_from_slice(&shadow.to_le_bytes());
+        self.send_to_server(&close).await
+    }
+
+    async fn close_shadows(&mut self) -> Result<(), SessionError> {
+        let shadows: Vec<u32> = self.stmts.values_mut().filter_map(|s| s.shadow.take()).collect();
+        tracing::info!(shadows = shadows.len(), "out of prepared statement slots: closing thaw's shadow statements");
+        for shadow in shadows {
+            self.close_server_stmt(shadow).await?;
+        }
+        Ok(())
     }
 }
 

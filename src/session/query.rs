@@ -11,8 +11,7 @@ use super::validate::deadlock;
 use crate::ops::metrics::labels;
 use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
-use crate::rules::safety::window_gate;
-use crate::rules::{Action, ErrorResponse, Plan, PlanContext, Rewrite, RowId, Seen, ViolationCheck, ViolationResponse};
+use crate::rules::{Action, ErrorResponse, Rewrite, RowId, Seen, ViolationCheck, ViolationResponse};
 use crate::sql::{self, Shape, TxControl};
 use crate::wire::packets::{self, ERR, OK};
 use crate::wire::response::Expect;
@@ -21,15 +20,7 @@ use bytes::Bytes;
 /// A guarded or keyed write found the row changed since the app read it.
 const ROW_CHANGED: &str = "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction";
 
-/// What the session does with a COM_QUERY, decided before anything is sent.
-pub(super) enum Step {
-    /// Send it (rewritten or not).
-    Send(Option<Box<Rewrite>>),
-    /// Re-lock and validate the window, then send.
-    ValidateThenSend { reason: String, rewrite: Option<Box<Rewrite>> },
-    /// Answer with an error; the server never sees the statement.
-    Refuse(ErrorResponse),
-}
+pub(super) use super::decide::Step;
 
 /// Statements after which sql_mode, the character set and the current
 /// database are still what the server last said.
@@ -67,13 +58,27 @@ impl Session {
         let keyword = first_keyword(sql);
         let multi = self.state.multi_statements && has_inner_semicolon(sql);
         let rules_apply = self.rules_apply(sql);
-        if rules_apply && !self.state.settings_fresh {
+        // With every rule in shadow thaw sends nothing of its own: it plans
+        // with the settings it last read.
+        if rules_apply && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
         // Read once: what the statement is matters only while captures exist.
         let class = (rules_apply && !self.txn.captures.is_empty()).then(|| sql::classify(sql, self.modes()));
-        let step = if rules_apply { self.decide(sql, class.as_ref()) } else { Step::Send(None) };
+        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(&ctl, class.as_ref(), sql, &packet).await? {
+            return Ok(());
+        }
+        let step = if rules_apply { self.decide(sql, class.as_ref(), true) } else { Step::Send(None) };
+        let (step, shadow) = match step {
+            Step::Shadow(rw) => (Step::Send(None), rw),
+            step => (step, None),
+        };
         let Some(rewrite) = self.settle(step, sql, class.as_ref()).await? else { return Ok(()) };
+        if let Some(rw) = &rewrite
+            && self.try_defer(rw, multi).await?
+        {
+            return Ok(());
+        }
         let payload: Bytes = match &rewrite {
             Some(rw) => {
                 let mut p = Vec::with_capacity(rw.sql.len() + 1);
@@ -84,7 +89,12 @@ impl Session {
             None => packet.clone(),
         };
         let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
+        let locking = self.locking_read(sql, class.as_ref());
+        let started = std::time::Instant::now();
         let first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
+        if let Some(key) = &locking {
+            self.shared.metrics.contention.ran(key, started.elapsed().as_secs_f64());
+        }
 
         if let Some(rw) = rewrite.as_ref().filter(|rw| rw.violation.is_some() || rw.row.is_some())
             && self.enforce_guard(&first, rw.violation.as_ref(), rw.row.as_ref()).await?
@@ -97,8 +107,16 @@ impl Session {
         let allow_infile = contains_ci(sql, b"LOAD") && contains_ci(sql, b"LOCAL");
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
         let class_locking = rewrite.is_none() && matches!(class.as_ref().map(|c| &c.shape), Some(Shape::Read { locking: true }));
-        let mut out =
-            self.relay_capturing(first, Expect::Query, unlock.and_then(|rw| rw.capture.clone()), class_locking, allow_infile).await?;
+        // Shadow mode follows the read enforce mode would unlock as if it had.
+        let shadow_read = shadow.as_ref().filter(|rw| rw.action == Action::Unlock).and_then(|rw| rw.capture.clone());
+        let mut out = match shadow_read {
+            Some(spec) => self.relay_capturing(first, Expect::Query, Some(spec), true, allow_infile, false).await?,
+            None => {
+                let spec = unlock.and_then(|rw| rw.capture.clone());
+                let hold = spec.is_some();
+                self.relay_capturing(first, Expect::Query, spec, class_locking, allow_infile, hold).await?
+            }
+        };
         // The replay after a real deadlock re-runs what was recorded, but not
         // thaw's re-locks: an unlocked read is recorded as the app wrote it, so
         // the replay holds the row's lock again (and a changed row no longer
@@ -108,14 +126,15 @@ impl Session {
             // An unlocked read that found no row: run it as the app wrote it,
             // so its gap lock is taken as it would be direct (get-or-create).
             let first = self.send_recovering(&packet, false, self.state.in_transaction()).await?;
-            out = self.relay_capturing(first, Expect::Query, None, true, false).await?;
+            out = self.relay_capturing(first, Expect::Query, None, true, false, false).await?;
             sent = packet.clone();
-        } else if let Some(rw) = &rewrite
+        } else if let Some(rw) = rewrite.as_ref().or(shadow.as_ref())
             && out.err.is_none()
+            && !self.matched_nothing(&out)
         {
             self.txn.captures.apply(&rw.on_success);
         }
-        if rewrite.as_ref().is_none_or(|rw| !rw.proven) && !self.txn.captures.is_empty() {
+        if rewrite.as_ref().or(shadow.as_ref()).is_none_or(|rw| !rw.proven) && !self.txn.captures.is_empty() {
             self.forget_what_it_may_have_written(class.as_ref());
         }
         if multi || !keeps_settings(&keyword) {
@@ -140,11 +159,78 @@ impl Session {
             self.answer_aborted(err).await?;
             return Ok(true);
         }
-        if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) {
+        // In shadow mode the app holds its own locks and nothing is aborted.
+        if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) && !self.all_shadow() {
             self.abort_diverged().await?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// With held-back writes: COMMIT sends them with it, ROLLBACK drops
+    /// them, and anything that may observe them sends them first. `Ok(false)`:
+    /// the client has its answer.
+    pub(super) async fn before_statement_with_deferred(
+        &mut self,
+        ctl: &TxControl,
+        class: Option<&sql::Classified>,
+        sql: &[u8],
+        packet: &[u8],
+    ) -> Result<bool, SessionError> {
+        match ctl {
+            // COMMIT RELEASE, AND CHAIN: the held writes are sent first, then it goes as sent.
+            TxControl::Commit { chain: false } if sql::is_plain_commit(sql) => {
+                self.commit_deferred(ctl, packet).await?;
+                return Ok(false);
+            }
+            TxControl::Rollback { .. } => {
+                self.txn.deferred.clear();
+                return Ok(true);
+            }
+            _ => {}
+        }
+        match self.flush_cause(ctl, class, sql) {
+            Some(cause) => self.flush_deferred(cause).await,
+            None => Ok(true),
+        }
+    }
+
+    /// A locking read (of any table): its shape is registered with the
+    /// contention metrics and remembered for the transaction's lock errors.
+    pub(super) fn locking_read(&mut self, sql: &[u8], class: Option<&sql::Classified>) -> Option<String> {
+        if !(contains_ci(sql, b"for update") || contains_ci(sql, b"share")) {
+            return None;
+        }
+        let text = std::str::from_utf8(sql).ok()?;
+        let owned;
+        let class = match class {
+            Some(c) => c,
+            None => {
+                owned = sql::classify(sql, self.modes());
+                &owned
+            }
+        };
+        if !matches!(class.shape, Shape::Read { locking: true }) {
+            return None;
+        }
+        let table = class.relations.first().map_or_else(|| "?".to_string(), |r| r.name.clone());
+        let key = self.shared.metrics.contention.shape(&crate::rules::fingerprint(text), &table);
+        self.note_locking_shape(&key);
+        Some(key)
+    }
+
+    pub(super) fn note_locking_shape(&mut self, key: &str) {
+        if self.txn.locking_shapes.len() < 16 && !self.txn.locking_shapes.iter().any(|k| k == key) {
+            self.txn.locking_shapes.push(key.to_string());
+        }
+    }
+
+    /// An UPDATE's OK that matched no row: its writes did not happen, so the
+    /// captures keep what the app saw.
+    pub(super) fn matched_nothing(&self, out: &Outcome) -> bool {
+        let Some(ok) = &out.ok else { return false };
+        let matched = if self.state.found_rows() { Some(ok.affected_rows) } else { rows_matched(&ok.info) };
+        matched == Some(0)
     }
 
     /// The rules have something to say about a statement with this text
@@ -165,6 +251,8 @@ impl Session {
     ) -> Result<Option<Option<Box<Rewrite>>>, SessionError> {
         match step {
             Step::Send(rw) => Ok(Some(rw)),
+            // The caller sends a shadowed statement as it came.
+            Step::Shadow(_) => Ok(Some(None)),
             Step::Refuse(error) => {
                 self.client.send(&packets::build_err(error.code, &error.sqlstate, &error.message)).await?;
                 self.client.flush().await?;
@@ -176,9 +264,9 @@ impl Session {
                 }
                 // The rows are locked and as the app saw them: plan again, so
                 // an UPDATE of one of them still gets its guard.
-                Ok(Some(match self.decide(sql, class) {
+                Ok(Some(match self.decide(sql, class, false) {
                     Step::Send(rw) | Step::ValidateThenSend { rewrite: rw, .. } => rw,
-                    Step::Refuse(_) => None,
+                    Step::Refuse(_) | Step::Shadow(_) => None,
                 }))
             }
         }
@@ -193,6 +281,7 @@ impl Session {
         unlocked: Option<crate::rules::CaptureSpec>,
         locking: bool,
         allow_infile: bool,
+        hold: bool,
     ) -> Result<Outcome, SessionError> {
         let in_tx = self.state.statement_in_transaction();
         let capture = in_tx && (unlocked.is_some() || !self.txn.captures.is_empty());
@@ -201,7 +290,6 @@ impl Session {
         }
         let live = self.live.clone();
         let captures = std::mem::take(&mut self.txn.captures);
-        let hold = unlocked.is_some();
         let seen = if locking { Seen::Locked } else { Seen::Plain };
         let mut rc = ResultCapture::new(&live.rules, captures, unlocked, seen, expect == Expect::Execute);
         let out =
@@ -239,79 +327,6 @@ impl Session {
                 }
             }
             _ => {}
-        }
-    }
-
-    /// Plan with the rules and gate by the protection window.
-    pub(super) fn decide(&mut self, sql: &[u8], class: Option<&sql::Classified>) -> Step {
-        let window = self.txn.captures.has_window() && self.state.statement_in_transaction();
-        let parsable = self.state.charset_parsable() && !self.state.sql_mode_unsupported();
-        let text = std::str::from_utf8(sql).ok().filter(|_| parsable);
-        let Some(text) = text else {
-            // thaw cannot read it as the server will: nothing is unlocked or
-            // rewritten, and inside the window it is validated first.
-            return if window {
-                Step::ValidateThenSend { reason: "statement thaw cannot read in this character set or sql_mode".into(), rewrite: None }
-            } else {
-                Step::Send(None)
-            };
-        };
-        let ctx = PlanContext {
-            no_backslash_escapes: self.state.no_backslash_escapes(),
-            ansi_quotes: self.state.ansi_quotes(),
-            in_transaction: self.state.statement_in_transaction(),
-            simultaneous_assignment: self.state.simultaneous_assignment,
-            captures: &self.txn.captures,
-            schema: self.state.schema.as_deref(),
-        };
-        let plan = self.live.rules.plan(text, &ctx);
-        let gate = match class {
-            Some(class) if window => window_gate(&self.live.rules, &plan, class, &self.txn.captures),
-            _ => None,
-        };
-        match plan {
-            Plan::Forward => match gate {
-                Some(reason) => Step::ValidateThenSend { reason, rewrite: None },
-                None => Step::Send(None),
-            },
-            Plan::Unhandled { table, fingerprint, reason } => {
-                self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
-                if let Some(reason) = gate {
-                    tracing::info!(%table, %fingerprint, %reason, "statement after an unlocked read is validated first");
-                    return Step::ValidateThenSend { reason, rewrite: None };
-                }
-                // Bounded: shapes are literal-free, but a runaway generator of shapes must not grow memory.
-                let first_time =
-                    self.shared.logged_unhandled.lock().map(|mut s| s.len() < 10_000 && s.insert(fingerprint.clone())).unwrap_or(false);
-                if first_time {
-                    tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table forwarded untouched");
-                }
-                Step::Send(None)
-            }
-            Plan::Reject { table, fingerprint, reason, error } => {
-                self.shared.metrics.unhandled.get_or_create(&labels([("table", table.clone())])).inc();
-                tracing::warn!(%table, %fingerprint, %reason, "statement on a governed table refused (unhandled: reject)");
-                Step::Refuse(error)
-            }
-            Plan::Rewrite(rw) => {
-                if rw.action != Action::Pass {
-                    self.shared
-                        .metrics
-                        .rewrites
-                        .get_or_create(&labels([("rule", rw.rule.clone()), ("action", format!("{:?}", rw.action).to_lowercase())]))
-                        .inc();
-                    if self.live.config.log.redact_literals {
-                        tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, "statement rewritten");
-                    } else {
-                        tracing::info!(rule = %rw.rule, action = ?rw.action, fingerprint = %rw.fingerprint, sql = %rw.sql, "statement rewritten");
-                    }
-                }
-                let rewrite = Some(rw);
-                match gate {
-                    Some(reason) => Step::ValidateThenSend { reason, rewrite },
-                    None => Step::Send(rewrite),
-                }
-            }
         }
     }
 
@@ -381,7 +396,7 @@ impl Session {
 
     /// The row matched the app's WHERE but not the guard: a lost CAS race
     /// (`cas_held` false) or a broken invariant.
-    async fn guard_failed(&mut self, v: &ViolationCheck, cas_held: bool) -> Result<bool, SessionError> {
+    pub(super) async fn guard_failed(&mut self, v: &ViolationCheck, cas_held: bool) -> Result<bool, SessionError> {
         let key = if self.live.config.log.redact_literals { "?" } else { v.key.as_str() };
         if !cas_held {
             // The row changed since the app read it: a lost race, retryable.
@@ -409,7 +424,7 @@ impl Session {
 }
 
 /// "Rows matched: 1  Changed: 0  Warnings: 0" → 1.
-fn rows_matched(info: &[u8]) -> Option<u64> {
+pub(super) fn rows_matched(info: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(info).ok()?;
     let rest = s.split("Rows matched:").nth(1)?;
     rest.split_whitespace().next()?.parse().ok()

@@ -40,6 +40,15 @@ impl Session {
                 }
             }
             let Some(err) = err else { break };
+            if matches!(err.code, retry::LOCK_WAIT_TIMEOUT | retry::DEADLOCK) {
+                for key in &self.txn.locking_shapes {
+                    self.shared.metrics.contention.lock_error(key, err.code);
+                }
+            }
+            // With every rule in shadow the app sees what it sees direct, lock errors included.
+            if self.all_shadow() {
+                break;
+            }
             let cfg = &self.live.config.retry;
             let situation =
                 Situation { code: err.code, in_transaction: in_tx, rollback_on_timeout: self.rollback_on_timeout, retry_unsafe };

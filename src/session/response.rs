@@ -7,6 +7,7 @@ use super::capture::ResultCapture;
 use super::command::{Session, cmd};
 use crate::ops::metrics::labels;
 use crate::retry::ResponseDigest;
+use crate::wire::conn::{Piece, READ_CHUNK};
 use crate::wire::packets::{self, ErrInfo, OkInfo};
 use crate::wire::response::{Expect, Part, Response};
 use bytes::Bytes;
@@ -152,6 +153,10 @@ impl Session {
                 if step.done {
                     break;
                 }
+                while resp.in_rows() && opts.collect.is_none() && self.next_is_large().await? {
+                    resp.large_row();
+                    self.stream_row(&mut digest, true).await?;
+                }
                 packet = self.read_server().await?;
                 continue;
             }
@@ -182,6 +187,21 @@ impl Session {
             if held.is_none() && !self.server.has_buffered_packet() {
                 self.client.flush().await?;
             }
+            // A large row is streamed to the client frame by frame, never
+            // buffered whole (thaw's own side queries read small rows only).
+            while resp.in_rows() && opts.collect.is_none() && self.next_is_large().await? {
+                let step = resp.large_row();
+                if let Some(rows) = opts.rows.as_deref_mut() {
+                    rows.row_not_read();
+                }
+                if let Some(h) = held.take() {
+                    for p in h {
+                        self.client.send(&p).await?;
+                    }
+                }
+                self.stream_row(&mut digest, opts.silent).await?;
+                debug_assert!(!step.done);
+            }
             packet = self.read_server().await?;
         }
         if !opts.silent {
@@ -189,6 +209,44 @@ impl Session {
         }
         out.digest = digest.finish();
         Ok(out)
+    }
+
+    /// The next server packet's first frame is over [`READ_CHUNK`]: stream it.
+    async fn next_is_large(&mut self) -> Result<bool, SessionError> {
+        match self.server.next_frame_len().await {
+            Ok(Some(len)) => Ok(len > READ_CHUNK),
+            Ok(None) => Err(SessionError::BackendClosed),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Relay one streamed row (to nowhere when `silent`), digesting it as it passes.
+    async fn stream_row(&mut self, digest: &mut ResponseDigest, silent: bool) -> Result<(), SessionError> {
+        let (first_len, prefix) = self.server.begin_stream(READ_CHUNK).await?;
+        let mut total = prefix.len();
+        digest.bytes(&prefix);
+        if !silent {
+            self.client.start_frame(first_len);
+            self.client.write_raw(&prefix).await?;
+        }
+        while let Some(piece) = self.server.next_piece().await? {
+            match piece {
+                Piece::Frame(n) => {
+                    if !silent {
+                        self.client.start_frame(n);
+                    }
+                }
+                Piece::Data(d) => {
+                    total += d.len();
+                    digest.bytes(&d);
+                    if !silent {
+                        self.client.write_raw(&d).await?;
+                    }
+                }
+            }
+        }
+        digest.end_packet(total);
+        Ok(())
     }
 
     /// Run a statement of thaw's own on the backend; nothing reaches the client.

@@ -20,6 +20,8 @@ pub struct ConnState {
     pub simultaneous_assignment: Option<bool>,
     /// thaw's leg to the server is TLS (COM_CHANGE_USER re-runs auth over it).
     pub tls_backend: bool,
+    /// The backend is MariaDB (anonymous compound statements: `defer_writes`).
+    pub mariadb: bool,
     /// sql_mode, character_set_client and the current database as the server
     /// last reported them; `settings_fresh` is false after anything that may
     /// have changed them (SET, CALL, multi-statements, ...), and they are
@@ -27,6 +29,10 @@ pub struct ConnState {
     pub settings_fresh: bool,
     pub sql_mode: String,
     pub charset_client: String,
+    /// @@SESSION.completion_type (`NO_CHAIN`, `CHAIN`, `RELEASE`), as last read.
+    pub completion_type: String,
+    /// session_track_transaction_info is not OFF: OK packets carry the transaction's state.
+    pub tracks_transactions: bool,
 }
 
 impl ConnState {
@@ -60,9 +66,13 @@ impl ConnState {
     }
 
     /// sql_mode flags that change how thaw would have to read an expression.
+    /// IGNORE_SPACE is not one: the parser thaw uses always reads `name (`
+    /// as a call, as the server does under it (and the function names it
+    /// reserves only make the server refuse more). Node's mysql2 and mariadb
+    /// drivers ask for it in every handshake.
     pub fn sql_mode_unsupported(&self) -> bool {
         let m = self.sql_mode.to_ascii_uppercase();
-        m.split(',').any(|f| matches!(f, "PIPES_AS_CONCAT" | "HIGH_NOT_PRECEDENCE" | "ANSI" | "IGNORE_SPACE"))
+        m.split(',').any(|f| matches!(f, "PIPES_AS_CONCAT" | "HIGH_NOT_PRECEDENCE" | "ANSI"))
     }
 
     pub fn found_rows(&self) -> bool {

@@ -108,6 +108,9 @@ impl Session {
             self.discard_streamed().await?;
             return self.answer_aborted(err).await;
         }
+        if !self.txn.deferred.is_empty() && !self.flush_deferred("statement").await? {
+            return Ok(());
+        }
         if self.txn.captures.has_window()
             && self.state.statement_in_transaction()
             && !self.validate_or_abort("statement too large to plan").await?
@@ -138,6 +141,19 @@ impl Session {
     fn streamed_execute(&mut self, first_len: usize, prefix: Bytes) -> Result<(usize, Bytes), SessionError> {
         let prefix = self.resolve_id(&prefix).unwrap_or_else(|| binary::with_stmt_id(&prefix, 0).into());
         let Some(s) = stmt_id(&prefix).and_then(|id| self.stmts.get_mut(&id)) else { return Ok((first_len, prefix)) };
+        // Direct, this execute closes the statement's cursor and sets the
+        // types later executes reuse.
+        s.cursor_open = prefix.get(5).is_some_and(|f| f & binary::CURSOR_FLAGS != 0);
+        let params = usize::from(s.params);
+        let at = 10 + params.div_ceil(8);
+        if params > 0
+            && prefix.get(at) == Some(&1)
+            && let Some(raw) = prefix.get(at + 1..at + 1 + 2 * params)
+        {
+            s.types = Some(raw.chunks_exact(2).map(|c| (c[0], c[1])).collect());
+            s.server_types_stale = false;
+            return Ok((first_len, prefix));
+        }
         let Some(types) = s.types.as_ref().filter(|_| s.server_types_stale) else { return Ok((first_len, prefix)) };
         match binary::with_types(&prefix, usize::from(s.params), types) {
             Some(p) if first_len + (p.len() - prefix.len()) < MAX_FRAME => {

@@ -24,6 +24,13 @@ pub struct Txn {
     /// An XA branch is open: thaw unlocks nothing in it (its rollback is
     /// XA ROLLBACK with the app's xid, which thaw cannot issue safely).
     pub xa: bool,
+    /// Guarded writes answered and held back to COMMIT, in order.
+    pub deferred: Vec<super::defer::Deferred>,
+    /// Shapes of the locking reads this transaction ran (contention metrics).
+    pub locking_shapes: Vec<String>,
+    /// The last statement the app sent was a held-back write: the server's
+    /// ROW_COUNT() and warnings are still the statement's before it.
+    pub held_last: bool,
 }
 
 /// What a statement the server ran means for the transaction.
@@ -53,6 +60,9 @@ impl Txn {
             savepoints: Vec::new(),
             recorder: Recorder::default(),
             xa: false,
+            deferred: Vec::new(),
+            locking_shapes: Vec::new(),
+            held_last: false,
         }
     }
 
@@ -62,6 +72,9 @@ impl Txn {
         self.captures.clear();
         self.savepoints.clear();
         self.recorder.clear();
+        self.deferred.clear();
+        self.locking_shapes.clear();
+        self.held_last = false;
     }
 
     /// thaw rolled the transaction back itself; `why` answers what follows.

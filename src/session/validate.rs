@@ -72,6 +72,10 @@ impl Session {
     /// Validate before `reason`'s statement; on a difference roll back, answer
     /// 1213 and hold the transaction aborted. `Ok(true)`: send the statement.
     pub(super) async fn validate_or_abort(&mut self, reason: &str) -> Result<bool, SessionError> {
+        // The captures already hold what the held-back writes will store.
+        if !self.txn.deferred.is_empty() && !self.flush_deferred("validation").await? {
+            return Ok(false);
+        }
         let ok = self.validate().await?;
         let outcome = if ok { "equal" } else { "changed" };
         self.shared.metrics.validations.get_or_create(&labels([("outcome", outcome.to_string())])).inc();

@@ -127,9 +127,12 @@ pub fn literal(v: &BinValue, modes: Modes, quoting: Quoting) -> Result<String, &
         },
         BinValue::DateTime(ty, f) => {
             let f = f.ok_or("zero date")?;
+            // A day the month does not have (2024-02-31) has no literal: the
+            // server stores it as a zero date with a warning, or refuses it.
             if f[0] > 9999
                 || !(1..=12).contains(&f[1])
-                || !(1..=31).contains(&f[2])
+                || f[2] < 1
+                || f[2] > days_in_month(f[0], f[1])
                 || f[3] > 23
                 || f[4] > 59
                 || f[5] > 59
@@ -152,6 +155,15 @@ pub fn literal(v: &BinValue, modes: Modes, quoting: Quoting) -> Result<String, &
             format!("TIME'{}{hours:02}:{m:02}:{s:02}.{micros:06}'", if *negative { "-" } else { "" })
         }
     })
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
+        2 => 28,
+        _ => 31,
+    }
 }
 
 /// Shortest exact digits with an exponent (`9.51e1`): an approximate-value
@@ -235,6 +247,11 @@ mod tests {
             "TIMESTAMP'2024-02-29 01:02:03.000004'"
         );
         assert!(l(BinValue::DateTime(types::DATETIME, None)).is_err());
+        assert!(l(BinValue::DateTime(types::DATE, Some([2024, 2, 30, 0, 0, 0, 0]))).is_err());
+        assert!(l(BinValue::DateTime(types::DATE, Some([2023, 2, 29, 0, 0, 0, 0]))).is_err());
+        assert!(l(BinValue::DateTime(types::DATE, Some([2000, 2, 29, 0, 0, 0, 0]))).is_ok());
+        assert!(l(BinValue::DateTime(types::DATE, Some([1900, 2, 29, 0, 0, 0, 0]))).is_err());
+        assert!(l(BinValue::DateTime(types::DATE, Some([2024, 4, 31, 0, 0, 0, 0]))).is_err());
         assert_eq!(l(BinValue::Time { negative: true, days: 1, h: 2, m: 3, s: 4, micros: 5 }).unwrap(), "TIME'-26:03:04.000005'");
         assert!(l(BinValue::Time { negative: false, days: 40, h: 0, m: 0, s: 0, micros: 0 }).is_err());
     }

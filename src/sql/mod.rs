@@ -9,4 +9,4 @@ mod txctl;
 
 pub use classify::{Classified, Factor, Relation, Shape, WriteKind, classify};
 pub use functions::is_builtin;
-pub use txctl::{TxControl, tx_control};
+pub use txctl::{TxControl, is_plain_commit, tx_control};

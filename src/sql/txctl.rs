@@ -84,6 +84,13 @@ pub fn tx_control(sql: &[u8]) -> TxControl {
     }
 }
 
+/// `COMMIT` or `COMMIT WORK` and nothing else (no CHAIN, no RELEASE).
+pub fn is_plain_commit(sql: &[u8]) -> bool {
+    let end = sql.iter().rposition(|b| !b.is_ascii_whitespace() && *b != b';').map_or(0, |i| i + 1);
+    let w = words(&sql[..end], 3);
+    matches!(w.iter().map(String::as_str).collect::<Vec<_>>().as_slice(), ["COMMIT"] | ["COMMIT", "WORK"])
+}
+
 fn chains(rest: &[&str]) -> bool {
     rest.windows(2).any(|p| p == ["AND", "CHAIN"])
 }
@@ -111,5 +118,9 @@ mod tests {
         assert_eq!(tx_control(b"SELECT 1"), TxControl::None);
         assert_eq!(tx_control(b"XA START 'x'"), TxControl::Xa { start: true });
         assert_eq!(tx_control(b"xa rollback 'x'"), TxControl::Xa { start: false });
+        assert!(is_plain_commit(b"commit"));
+        assert!(is_plain_commit(b"COMMIT WORK;"));
+        assert!(!is_plain_commit(b"COMMIT RELEASE"));
+        assert!(!is_plain_commit(b"COMMIT AND NO CHAIN"));
     }
 }

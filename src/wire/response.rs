@@ -93,6 +93,18 @@ impl Response {
         self.state == State::Done
     }
 
+    /// The next packet is a row or the rows' terminator.
+    pub fn in_rows(&self) -> bool {
+        self.state == State::Rows
+    }
+
+    /// A packet of at least 64 KiB while [`in_rows`](Self::in_rows): a row
+    /// (no terminator or ERR is that large), streamed rather than fed whole.
+    pub fn large_row(&mut self) -> Step {
+        debug_assert!(self.in_rows());
+        Step { part: Part::Row, done: false, status: None }
+    }
+
     pub fn feed(&mut self, p: &[u8]) -> Result<Step, WireError> {
         let first = *p.first().ok_or(WireError::Malformed("empty packet in response"))?;
         let step = |part, done, status| Step { part, done, status };

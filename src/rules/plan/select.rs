@@ -74,6 +74,8 @@ pub(super) fn plan_select<'r>(
         notes,
         row: None,
         proven: true,
+        deferrable: false,
+        cas: false,
     }))
 }
 

@@ -261,12 +261,17 @@ pub(super) fn plan_update<'r>(
     let mut on_success: Vec<CaptureUpdate> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut delta = false;
+    // Whether the OK is known in advance (see `Rewrite::deferrable`).
+    let mut predictable = captured_row.is_some() && u.limit.is_none() && u.order_by.is_empty() && key_alone(u, &rule.key, &quals);
+    let mut changes_row = false;
     for (i, col) in cols.iter().enumerate() {
         let Some(row) = captured_row else { continue };
         let class = rule.class_of(col);
         if class == ColumnClass::LastWriterWins {
+            predictable &= is_current_time(&u.assignments[i].value);
             continue;
         }
+        let meta_of = row.meta.get(col).copied().unwrap_or_default();
         let set = |value: Option<String>| CaptureUpdate::Set {
             schema: schema.clone(),
             table: table_name.clone(),
@@ -295,16 +300,24 @@ pub(super) fn plan_update<'r>(
             // `col = col ± n` keeps the capture exact; any other expression of
             // itself leaves it unknown, which a row in the window cannot afford.
             match (step_of(&u.assignments[i].value, col, &quals), captured_text.and_then(Decimal::parse)) {
-                (Some(step), Some(old)) => on_success.push(match stored(&old.add(&step), &meta) {
-                    Some(v) => set(Some(v)),
-                    None => forget(),
-                }),
+                (Some(step), Some(old)) => {
+                    let new = old.add(&step);
+                    predictable &= class == ColumnClass::Balance && stored_exactly(&new, &meta_of);
+                    changes_row |= !step.is_zero();
+                    on_success.push(match stored(&new, &meta) {
+                        Some(v) => set(Some(v)),
+                        None => forget(),
+                    })
+                }
                 _ if row.in_window() => return Err(unh(rule, format!("{col} written relative to itself in a form thaw cannot follow"))),
                 _ => on_success.push(forget()),
             }
             continue;
         }
+        // `9.965e2` is a DOUBLE: its stored form depends on the column.
+        let approximate = matches!(&lit, Some(Lit::Number(n)) if is_approximate(n));
         let written: Option<Option<String>> = match &lit {
+            Some(Lit::Number(_)) if approximate => None,
             Some(Lit::Number(n)) => Some(Some(n.clone())),
             Some(Lit::Str(s)) => Some(Some(s.clone())),
             Some(Lit::Null) => Some(None),
@@ -318,7 +331,13 @@ pub(super) fn plan_update<'r>(
         if class == ColumnClass::Balance
             && let (Some(new), Some(old)) = (&new_num, &old_num)
         {
+            // A double stored into an integer column is rounded half to even
+            // (rint); into a DECIMAL it is its shortest digits, rounded as
+            // any value: the delta is to what the server will store.
+            let new = &if approximate && meta.is_exact_number() && !meta.is_decimal() { new.round_half_even() } else { new.clone() };
             let d = new.sub(old);
+            predictable &= !approximate && stored_exactly(new, &meta_of);
+            changes_row |= !d.is_zero();
             let expr = if d.is_negative() { format!("{target_sql} - {}", d.abs()) } else { format!("{target_sql} + {d}") };
             edits.push(Edit::replace(a.value.0, a.value.1, expr.clone()));
             new_value[i] = Some(expr);
@@ -332,6 +351,7 @@ pub(super) fn plan_update<'r>(
         // CAS columns, and absolute balance writes that cannot be made
         // relative (NULL captured, an expression, not a number): the row
         // must still hold what the app saw.
+        predictable = false;
         match cas_condition(target_sql, captured.as_deref(), &meta) {
             Some(c) => checks.push(c),
             None => return Err(unh(rule, format!("{col}: the captured value cannot be compared exactly through a literal"))),
@@ -377,6 +397,7 @@ pub(super) fn plan_update<'r>(
         edits.push(Edit::insert(lay.where_.1, format!(") AND {}", guard_parts.join(" AND "))));
         violation = Some(violation_check(rule, sql, &lay, &key, &cas_checks));
     }
+    let guarded = violation.is_some();
     let new_sql = apply(sql, &edits).map_err(|e| unh(rule, format!("internal: {e}")))?;
     verify_update(&new_sql, u, modes, !guard_parts.is_empty())
         .map_err(|m| unh(rule, format!("internal: rewritten UPDATE failed verification: {m}")))?;
@@ -391,6 +412,8 @@ pub(super) fn plan_update<'r>(
         on_success,
         notes,
         proven: row.is_some(),
+        deferrable: predictable && changes_row && guarded,
+        cas: !cas_checks.is_empty(),
         row,
     }))
 }
@@ -409,6 +432,8 @@ pub(super) fn pass(rule: &TableRule, sql: &str, row: Option<RowId>, proven: bool
         notes: Vec::new(),
         row,
         proven,
+        deferrable: false,
+        cas: false,
     }
 }
 
@@ -429,14 +454,60 @@ fn stored(v: &Decimal, meta: &ColMeta) -> Option<String> {
     }
 }
 
+/// A number literal with an exponent: an approximate value (DOUBLE).
+fn is_approximate(n: &str) -> bool {
+    n.contains(['e', 'E'])
+}
+
+/// The value is what the column stores, digit for digit (no rounding
+/// warning); unknown metadata never is.
+fn stored_exactly(v: &Decimal, meta: &ColMeta) -> bool {
+    meta.is_exact_number() && stored(v, meta).and_then(|s| Decimal::parse(&s)).is_some_and(|s| s.normalized() == v.normalized())
+}
+
+/// NOW(), CURRENT_TIMESTAMP and friends: what a last-writer-wins column is
+/// set to without a value the app read.
+fn is_current_time(e: &Expr) -> bool {
+    const NOW: &[&str] = &["now", "current_timestamp", "localtimestamp", "localtime", "utc_timestamp", "sysdate"];
+    match e {
+        Expr::Function(f) => {
+            let name = f.name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.to_lowercase()).unwrap_or_default();
+            let args_ok = match &f.args {
+                FunctionArguments::None => true,
+                FunctionArguments::List(l) => {
+                    l.args.is_empty()
+                        || l.args.len() == 1
+                            && matches!(&l.args[0], FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) if matches!(v.value, Value::Number(..)))
+                }
+                FunctionArguments::Subquery(_) => false,
+            };
+            NOW.contains(&name.as_str()) && args_ok
+        }
+        Expr::Identifier(id) => id.quote_style.is_none() && NOW.contains(&id.value.to_lowercase().as_str()),
+        _ => false,
+    }
+}
+
+/// The WHERE is exactly `key = literal` (through parentheses).
+fn key_alone(u: &Update, key: &str, quals: &[String]) -> bool {
+    let Some(sel) = &u.selection else { return false };
+    let mut cs = Vec::new();
+    conjuncts(sel, &mut cs);
+    cs.len() == 1 && find_key(sel, key, quals).is_some()
+}
+
 /// `col + n` / `col - n` (n a number literal): the step, signed.
 pub(super) fn step_of(e: &Expr, col: &str, quals: &[String]) -> Option<Decimal> {
     let Expr::BinaryOp { left, op, right } = e else { return None };
     if column_of(left, quals).as_deref() != Some(col) {
         return None;
     }
-    // A quoted number is read as a number in arithmetic.
+    // A quoted number is read as a number in arithmetic; `col - 3.5e0` is
+    // computed in DOUBLE, which thaw does not follow.
     let (Some(Lit::Number(n)) | Some(Lit::Str(n))) = literal_of(right) else { return None };
+    if matches!(literal_of(right), Some(Lit::Number(ref n)) if is_approximate(n)) {
+        return None;
+    }
     let d = Decimal::parse(&n)?;
     match op {
         BinaryOperator::Plus => Some(d),
