@@ -1,0 +1,358 @@
+//! One connection of an explained file: the session's decisions for a
+//! statement, taken in the order `Session::query` takes them, with the
+//! session's own parts (the planner, the window gate, the capture sink,
+//! the transaction state) and a model of the server's status flags.
+//!
+//! What explain cannot know it assumes, and says so in its docs: a
+//! validation finds the rows as the app saw them, a write matches its row,
+//! no statement fails, and the connection speaks utf8mb4 with the default
+//! sql_mode.
+use super::input::Row;
+use super::report::{Decision, ErrorOut, PlanOut, RowOut, RowsOut, SessionOut, Step};
+use super::rows::{column_def, meta, origin, row_packet};
+use crate::rules::lex::Modes;
+use crate::rules::safety::{forget_unproven, window_gate};
+use crate::rules::{Action, CaptureSpec, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, Seen};
+use crate::session::capture::ResultCapture;
+use crate::session::txn::{Phase, StatementEnd, Txn};
+use crate::sql::{Classified, Shape, TxControl, classify, tx_control};
+
+/// Defaults of a fresh MariaDB session: backslash escapes, no ANSI_QUOTES.
+const MODES: Modes = Modes { backslash_escapes: true, ansi_quotes: false };
+
+pub struct Conn {
+    txn: Txn,
+    /// The server's AUTOCOMMIT and IN_TRANS status flags, as modelled.
+    autocommit: bool,
+    in_trans: bool,
+    pub schema: Option<String>,
+}
+
+impl Conn {
+    pub fn new(autocommit: bool, schema: Option<String>) -> Self {
+        Conn { txn: Txn::new(false), autocommit, in_trans: false, schema }
+    }
+
+    /// As `ConnState::statement_in_transaction`.
+    fn statement_in_transaction(&self) -> bool {
+        self.in_trans || !self.autocommit
+    }
+
+    /// The connection ends: the server rolls back what is open.
+    pub fn quit(&mut self) {
+        self.txn.end();
+        self.in_trans = false;
+    }
+
+    /// The entry checks of `Session::query` and `Session::execute`: a
+    /// transaction thaw rolled back, or one whose app saw a concurrent change.
+    /// `Some`: the session answers without sending anything.
+    fn answered(&mut self, ctl: &TxControl) -> Option<SessionOut> {
+        if let Some(err) = self.txn.aborted().cloned() {
+            match ctl {
+                TxControl::Rollback { .. } | TxControl::Begin => return None,
+                TxControl::Commit { .. } => self.txn.end(),
+                _ => {}
+            }
+            let mut s = SessionOut::new(Decision::AnswerAborted);
+            s.error = Some((&err).into());
+            return Some(s);
+        }
+        if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) {
+            let mut s = SessionOut::new(Decision::Refuse);
+            s.why =
+                Some("a read showed a row this transaction had read changed by another session: thaw rolls the transaction back".into());
+            s.error = Some(deadlock());
+            self.abort();
+            return Some(s);
+        }
+        None
+    }
+
+    /// `Session::abort_transaction`: ROLLBACK on the server, later
+    /// statements answered with the rolled-back error.
+    fn abort(&mut self) {
+        let e = deadlock();
+        self.txn.abort(ErrorResponse {
+            code: e.code,
+            sqlstate: e.sqlstate,
+            message: "thaw: this transaction was rolled back (1213 40001); send ROLLBACK and retry it".into(),
+        });
+        self.in_trans = false;
+    }
+
+    fn ctx<'a>(&'a self, in_tx: bool) -> PlanContext<'a> {
+        PlanContext {
+            no_backslash_escapes: !MODES.backslash_escapes,
+            ansi_quotes: MODES.ansi_quotes,
+            in_transaction: in_tx,
+            // MariaDB's default sql_mode has no SIMULTANEOUS_ASSIGNMENT.
+            simultaneous_assignment: Some(false),
+            captures: &self.txn.captures,
+            schema: self.schema.as_deref(),
+        }
+    }
+
+    /// `Session::decide` without its logging: the plan and the window gate.
+    fn decide(&self, rules: &RuleSet, sql: &str, class: Option<&Classified>, in_tx: bool) -> (Plan, Option<String>) {
+        let window = self.txn.captures.has_window() && in_tx;
+        let plan = rules.plan(sql, &self.ctx(in_tx));
+        let gate = match class {
+            Some(class) if window => window_gate(rules, &plan, class, &self.txn.captures),
+            _ => None,
+        };
+        (plan, gate)
+    }
+
+    /// `Session::validate`, assuming every row is as the app saw it.
+    fn validate(&mut self) -> Vec<String> {
+        let ids: Vec<_> = self.txn.captures.window().map(|(id, _)| id.clone()).collect();
+        for id in &ids {
+            self.txn.captures.set_protected(id);
+        }
+        ids.iter().map(|id| format!("{} {}", id.table, id.key)).collect()
+    }
+
+    pub fn query(&mut self, rules: &RuleSet, sql: &str, rows: Option<&[Row]>, step: &mut Step) {
+        let ctl = tx_control(sql.as_bytes());
+        let in_tx = self.statement_in_transaction();
+        step.in_transaction = in_tx;
+        step.window_before = self.txn.captures.has_window() && in_tx;
+        let was_aborted = self.txn.aborted().is_some();
+        if let Some(answer) = self.answered(&ctl) {
+            step.session = answer;
+            return;
+        }
+        if was_aborted {
+            step.events.push("thaw had rolled this transaction back: the server has none, and this statement runs".into());
+        }
+        let full = classify(sql.as_bytes(), MODES);
+        let rules_apply = !rules.is_empty() && !self.txn.xa && (!self.txn.captures.is_empty() || rules.is_candidate(sql));
+        // The session reads what a statement is only while captures exist.
+        let class = (rules_apply && !self.txn.captures.is_empty()).then_some(&full);
+        let mut session = SessionOut::new(Decision::Send);
+        let rewrite: Option<Box<Rewrite>> = if !rules_apply {
+            let reason = if self.txn.xa { "inside an XA branch thaw plans nothing" } else { crate::rules::forward_reason(rules, sql) };
+            step.plan = Some(PlanOut::NotPlanned { reason: reason.into() });
+            None
+        } else {
+            let (plan, gate) = self.decide(rules, sql, class, in_tx);
+            step.plan = Some(PlanOut::of(&plan, sql, rules));
+            step.gate = gate.clone();
+            match (plan, gate) {
+                (Plan::Reject { error, .. }, _) => {
+                    session.decision = Decision::Refuse;
+                    session.why = Some("the rule says unhandled: reject".into());
+                    session.error = Some((&error).into());
+                    step.session = session;
+                    return;
+                }
+                (_, Some(_)) => {
+                    session.decision = Decision::ValidateThenSend;
+                    session.validates = self.validate();
+                    step.events
+                        .push("explain assumes the re-locked rows are as the app saw them (changed: 1213, transaction rolled back)".into());
+                    // The rows are locked now: the session plans again.
+                    match self.decide(rules, sql, class, in_tx).0 {
+                        Plan::Rewrite(rw) => {
+                            step.events.push(format!("planned again after the validation: {}", rw.action.name()));
+                            Some(rw)
+                        }
+                        _ => None,
+                    }
+                }
+                (Plan::Rewrite(rw), None) => Some(rw),
+                _ => None,
+            }
+        };
+        session.sends_rewritten = rewrite.as_ref().filter(|rw| rw.sql != sql).map(|rw| rw.sql.clone());
+        let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
+        let class_locking = rewrite.is_none() && matches!(class.map(|c| &c.shape), Some(Shape::Read { locking: true }));
+        let capturing = in_tx && (unlock.is_some() || !self.txn.captures.is_empty());
+        let mut held_empty = false;
+        match rows {
+            Some(rows) => {
+                step.rows = Some(RowsOut { given: rows.len(), read: capturing });
+                if capturing {
+                    let seen = if class_locking { Seen::Locked } else { Seen::Plain };
+                    self.read_rows(rules, &full, unlock.and_then(|rw| rw.capture.clone()), seen, rows, step);
+                    held_empty = unlock.is_some() && rows.is_empty();
+                }
+            }
+            None if unlock.is_some() => {
+                step.events.push("no `-- rows:` for this read: explain does not know what it returned, so nothing is captured".into())
+            }
+            None => {}
+        }
+        if held_empty {
+            // Get-or-create: as the app wrote it, the gap lock is taken as direct.
+            session.sends_rewritten = None;
+            step.events.push(
+                "the unlocked read found no row: thaw sends it again as the app wrote it (locking), and the app gets that result".into(),
+            );
+        } else if let Some(rw) = &rewrite {
+            self.txn.captures.apply(&rw.on_success);
+        }
+        forget_unproven(rules, rewrite.as_deref(), class, &mut self.txn.captures);
+        step.session = session;
+        self.server_after(&ctl, &full, sql);
+        self.statement_done(&ctl);
+    }
+
+    /// `Session::execute`: prepared statements are not planned.
+    pub fn execute(&mut self, rules: &RuleSet, sql: &str, step: &mut Step) {
+        let in_tx = self.statement_in_transaction();
+        step.in_transaction = in_tx;
+        step.window_before = self.txn.captures.has_window() && in_tx;
+        if let Some(answer) = self.answered(&TxControl::None) {
+            step.session = answer;
+            return;
+        }
+        step.plan = Some(PlanOut::NotPlanned { reason: "a prepared statement: thaw plans only statement text".into() });
+        let mut session = SessionOut::new(Decision::Send);
+        if step.window_before {
+            step.gate = Some("a prepared statement the rules did not plan".into());
+            session.decision = Decision::ValidateThenSend;
+            session.validates = self.validate();
+        }
+        if !self.txn.captures.is_empty() {
+            for t in rules.tables() {
+                self.txn.captures.mark_uncertain(None, &t.table);
+            }
+        }
+        step.session = session;
+        // The server runs what it is; the session reads no transaction control off it.
+        self.server_after(&tx_control(sql.as_bytes()), &classify(sql.as_bytes(), MODES), sql);
+        self.statement_done(&TxControl::None);
+    }
+
+    /// The rows of a result through the session's capture sink
+    /// (`Session::relay_capturing`).
+    fn read_rows(&mut self, rules: &RuleSet, class: &Classified, unlocked: Option<CaptureSpec>, seen: Seen, rows: &[Row], step: &mut Step) {
+        let mut names: Vec<String> = Vec::new();
+        for (n, _) in rows.iter().flatten() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        let fallback = unlocked.as_ref().map(|s| s.table.clone());
+        let mut rc = ResultCapture::new(rules, std::mem::take(&mut self.txn.captures), unlocked, seen, false);
+        rc.result_set();
+        for n in &names {
+            let values: Vec<_> = rows.iter().filter_map(|r| r.iter().find(|(c, _)| c == n).map(|(_, v)| v)).collect();
+            let o = origin(class, self.schema.as_deref(), fallback.as_deref(), n);
+            rc.column(&column_def(&o, n, meta(&values)));
+        }
+        for r in rows {
+            rc.row(&row_packet(&names, r));
+        }
+        let spoiled = rc.spoiled || rc.unlocked_rows > 1;
+        let mut captures = rc.captures;
+        if spoiled && let Some(spec) = &rc.unlocked {
+            step.events
+                .push(format!("the unlocked read could not be captured (one row expected): writes to {} rows are validated", spec.table));
+            captures.mark_uncertain(None, &spec.table);
+        }
+        self.txn.captures = captures;
+    }
+
+    /// The server's status flags after a statement that succeeded.
+    fn server_after(&mut self, ctl: &TxControl, class: &Classified, sql: &str) {
+        match ctl {
+            TxControl::Begin => self.in_trans = true,
+            TxControl::Commit { chain } | TxControl::Rollback { chain } => self.in_trans = *chain,
+            TxControl::Xa { start } => self.in_trans = *start,
+            TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_) => {}
+            TxControl::None => {
+                if let Some(on) = set_autocommit(sql) {
+                    // Switching autocommit on commits what is open.
+                    if on && !self.autocommit {
+                        self.in_trans = false;
+                    }
+                    self.autocommit = on;
+                    return;
+                }
+                match &class.shape {
+                    Shape::ImplicitCommit => self.in_trans = false,
+                    Shape::Read { .. } | Shape::Write { .. } if !class.relations.is_empty() => self.in_trans |= !self.autocommit,
+                    Shape::Unknown(_) => self.in_trans |= !self.autocommit,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `Session::after_statement`: the transaction state takes the statement's end.
+    fn statement_done(&mut self, ctl: &TxControl) {
+        self.txn.statement_done(StatementEnd {
+            ctl,
+            err: None,
+            in_trans: self.in_trans,
+            saw_idle: false,
+            lost: false,
+            sent: &[],
+            digest: 0,
+            replayable: false,
+            record_limit: 0,
+        });
+    }
+
+    pub fn after(&self) -> super::report::After {
+        super::report::After {
+            transaction: match self.txn.phase {
+                Phase::Idle => "idle",
+                Phase::Open => "open",
+                Phase::Aborted(_) => "aborted",
+            },
+            autocommit: self.autocommit,
+            window: self.txn.captures.has_window(),
+            captures: self.txn.captures.rows().map(|(id, r)| RowOut::of(id, r)).collect(),
+        }
+    }
+}
+
+/// What `Session::abort_diverged` answers.
+fn deadlock() -> ErrorOut {
+    ErrorOut {
+        code: 1213,
+        sqlstate: "40001".into(),
+        message: "thaw: Deadlock found when trying to get lock; a row this transaction read was changed by another session; try restarting transaction".into(),
+    }
+}
+
+/// `SET [SESSION] autocommit = 0|1|ON|OFF` (also `@@autocommit`): the new value.
+fn set_autocommit(sql: &str) -> Option<bool> {
+    let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
+    let rest = lower.strip_prefix("set")?.strip_prefix(|c: char| c.is_whitespace())?;
+    let mut found = None;
+    for part in rest.split(',') {
+        let p = part.trim();
+        let p = p.strip_prefix("session ").or_else(|| p.strip_prefix("local ")).unwrap_or(p).trim_start();
+        let p = p.strip_prefix("@@session.").or_else(|| p.strip_prefix("@@local.")).or_else(|| p.strip_prefix("@@")).unwrap_or(p);
+        let Some(v) = p.strip_prefix("autocommit") else { continue };
+        let v = v.trim_start();
+        let v = v.strip_prefix(":=").or_else(|| v.strip_prefix('=')).map(str::trim)?;
+        found = match v.trim_matches(['\'', '"']) {
+            "1" | "on" | "true" => Some(true),
+            "0" | "off" | "false" => Some(false),
+            _ => None,
+        };
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autocommit_settings() {
+        assert_eq!(set_autocommit("SET AUTOCOMMIT = 0"), Some(false));
+        assert_eq!(set_autocommit("set session autocommit=ON"), Some(true));
+        assert_eq!(set_autocommit("SET @@autocommit := 1;"), Some(true));
+        assert_eq!(set_autocommit("SET NAMES utf8mb4, @@session.autocommit = OFF"), Some(false));
+        assert_eq!(set_autocommit("SET @x = 1"), None);
+        assert_eq!(set_autocommit("SELECT @@autocommit"), None);
+        assert_eq!(set_autocommit("SET autocommit = @v"), None, "unknown: the model keeps what it had");
+    }
+}
