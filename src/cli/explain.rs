@@ -21,10 +21,10 @@ pub struct ExplainArgs {
     #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "sql")]
     pub file: Option<PathBuf>,
     /// With --file: the current database until the file says otherwise.
-    #[arg(long, value_name = "NAME", requires = "file")]
+    #[arg(long, value_name = "NAME")]
     pub schema: Option<String>,
-    /// With --file: print the explanation as JSON.
-    #[arg(long, requires = "file")]
+    /// Print the explanation as JSON (for one statement: as a file of one).
+    #[arg(long)]
     pub json: bool,
     /// The statement to explain.
     #[arg(required_unless_present = "file")]
@@ -41,12 +41,17 @@ pub enum ExplainError {
     Read { path: String, error: std::io::Error },
     #[error("{path}: {error}")]
     Input { path: String, error: crate::explain::InputError },
+    #[error("--schema needs --file")]
+    SchemaWithoutFile,
 }
 
 pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
     let rules = RuleSet::load(&args.rules)?;
     if let Some(path) = &args.file {
         return run_file(&rules, path, args);
+    }
+    if args.schema.is_some() {
+        return Err(ExplainError::SchemaWithoutFile);
     }
     let mut captures = Captures::default();
     for c in &args.captured {
@@ -58,6 +63,13 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
         let value = (!value.eq_ignore_ascii_case("null")).then(|| value.to_string());
         captures.seed("", table, key, column, value);
     }
+    let sql = args.sql.as_deref().unwrap_or_default();
+    if args.json {
+        let opts = crate::explain::Options { autocommit: args.autocommit, schema: None, captures };
+        let report =
+            crate::explain::explain(&rules, sql, &opts).map_err(|error| ExplainError::Input { path: "the statement".into(), error })?;
+        return Ok(report.json());
+    }
     let ctx = PlanContext {
         no_backslash_escapes: false,
         ansi_quotes: false,
@@ -66,14 +78,14 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
         captures: &captures,
         schema: None,
     };
-    Ok(rules::explain(&rules, args.sql.as_deref().unwrap_or_default(), &ctx))
+    Ok(rules::explain(&rules, sql, &ctx))
 }
 
 fn run_file(rules: &RuleSet, path: &Path, args: &ExplainArgs) -> Result<String, ExplainError> {
     let name = path.display().to_string();
     let text = if name == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
         .map_err(|error| ExplainError::Read { path: name.clone(), error })?;
-    let opts = crate::explain::Options { autocommit: args.autocommit, schema: args.schema.clone() };
+    let opts = crate::explain::Options { autocommit: args.autocommit, schema: args.schema.clone(), captures: Captures::default() };
     let report = crate::explain::explain(rules, &text, &opts).map_err(|error| ExplainError::Input { path: name, error })?;
     Ok(if args.json { report.json() } else { report.text() })
 }

@@ -12,7 +12,7 @@ use super::report::{Decision, ErrorOut, PlanOut, RowOut, RowsOut, SessionOut, St
 use super::rows::{column_def, meta, origin, row_packet};
 use crate::rules::lex::Modes;
 use crate::rules::safety::{forget_unproven, window_gate};
-use crate::rules::{Action, CaptureSpec, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, Seen};
+use crate::rules::{Action, CaptureSpec, Captures, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, Seen};
 use crate::session::capture::ResultCapture;
 use crate::session::txn::{Phase, StatementEnd, Txn};
 use crate::sql::{Classified, Shape, TxControl, classify, tx_control};
@@ -30,7 +30,13 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(autocommit: bool, schema: Option<String>) -> Self {
-        Conn { txn: Txn::new(false), autocommit, in_trans: false, schema }
+        Conn::with_captures(autocommit, schema, Captures::default())
+    }
+
+    pub fn with_captures(autocommit: bool, schema: Option<String>, captures: Captures) -> Self {
+        let mut txn = Txn::new(false);
+        txn.captures = captures;
+        Conn { txn, autocommit, in_trans: false, schema }
     }
 
     /// As `ConnState::statement_in_transaction`.

@@ -15,7 +15,7 @@ mod rows;
 pub use input::{Format, InputError};
 pub use report::Report;
 
-use crate::rules::RuleSet;
+use crate::rules::{Captures, RuleSet};
 use conn::Conn;
 use input::Command;
 use report::{After, Decision, SessionOut, Step};
@@ -30,6 +30,9 @@ pub struct Options {
     pub autocommit: bool,
     /// The current database (a log's `Connect` or `Init DB` changes it).
     pub schema: Option<String>,
+    /// What such a connection read before the file starts
+    /// (`thaw explain --captured`): rows in the protection window.
+    pub captures: Captures,
 }
 
 /// Explain every entry of `text` (plain SQL or a general log).
@@ -71,7 +74,8 @@ pub fn explain(rules: &RuleSet, text: &str, opts: &Options) -> Result<Report, In
             // A new session starts as the server starts one: autocommit on.
             conns.insert(e.connection, Conn::new(true, schema.clone()));
         }
-        let conn = conns.entry(e.connection).or_insert_with(|| Conn::new(opts.autocommit, opts.schema.clone()));
+        let conn =
+            conns.entry(e.connection).or_insert_with(|| Conn::with_captures(opts.autocommit, opts.schema.clone(), opts.captures.clone()));
         match &e.command {
             Command::Query(sql) => conn.query(rules, sql, e.rows.as_deref(), &mut step),
             Command::Execute(sql) => conn.execute(rules, sql, &mut step),
@@ -98,7 +102,7 @@ mod tests {
 
     fn run(text: &str) -> Report {
         let rules = RuleSet::from_yaml(RULES, "t.yaml").unwrap();
-        explain(&rules, text, &Options { autocommit: false, schema: Some("db".into()) }).unwrap()
+        explain(&rules, text, &Options { schema: Some("db".into()), ..Options::default() }).unwrap()
     }
 
     const READ: &str = "SELECT id, balance FROM users WHERE id = 8 FOR UPDATE;\n-- rows: [{\"id\": 8, \"balance\": 100}]\n";
@@ -190,7 +194,7 @@ mod tests {
         let rules = RuleSet::from_yaml(RULES, "t.yaml").unwrap();
         let text =
             format!("-- connection 1\n{READ}-- connection 2\nSELECT 1;\n-- connection 1\nUPDATE users SET balance = 50 WHERE id = 8;");
-        let r = explain(&rules, &text, &Options { autocommit: true, schema: None }).unwrap();
+        let r = explain(&rules, &text, &Options { autocommit: true, ..Options::default() }).unwrap();
         assert_eq!(r.connections, [1, 2]);
         let s = &r.statements;
         assert!(!s[0].in_transaction);

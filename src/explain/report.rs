@@ -318,10 +318,10 @@ impl PlanOut {
     fn text(&self, out: &mut String, sql: &str) {
         match self {
             PlanOut::NotPlanned { reason } => {
-                let _ = writeln!(out, "  plan: not planned ({reason})");
+                let _ = writeln!(out, "  plan: not planned: {reason}");
             }
             PlanOut::Forward { reason } => {
-                let _ = writeln!(out, "  plan: forward unchanged ({reason})");
+                let _ = writeln!(out, "  plan: forward unchanged: {reason}");
             }
             PlanOut::Unhandled { table, fingerprint, reason } => {
                 let _ = writeln!(out, "  plan: forward unchanged and log (table {table}): {reason}");
