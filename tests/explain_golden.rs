@@ -1,15 +1,21 @@
 //! Golden output of `thaw explain --file` for the legacy app's freeze flows
 //! (tests/python/legacy/app.py) under the shipped rules/billing.yaml:
 //! a real MariaDB general log of `check_and_freeze` and the two-session
-//! variant as a plain SQL file, both with `-- rows:` for the reads. Each
-//! input `tests/explain/NAME.{log,sql}` has `NAME.txt` and `NAME.json`.
+//! variant as a plain SQL file, both with `-- rows:` for the reads, and the
+//! freeze with a read of another table in the protection window (validated
+//! first). Each input `tests/explain/NAME.{log,sql}` has `NAME.txt` and
+//! `NAME.json`.
 //!
 //! After an intended change of the output, rewrite the goldens with
 //! `THAW_BLESS=1 cargo test --test explain_golden` and review the diff.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CASES: [(&str, &[&str]); 2] = [("legacy-freeze.log", &[]), ("legacy-freeze-two-session.sql", &["--schema", "billing"])];
+const CASES: [(&str, &[&str]); 3] = [
+    ("legacy-freeze.log", &[]),
+    ("legacy-freeze-two-session.sql", &["--schema", "billing"]),
+    ("check-then-count.sql", &["--schema", "billing"]),
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -65,4 +71,6 @@ fn legacy_freeze_keeps_its_rewrites() {
     assert!(text.contains("+UPDATE users SET frozen_balance=frozen_balance + 616, updated_at=now() WHERE (users.id = 8) AND (balance - (frozen_balance + 616) >= 0) AND ((frozen_balance + 616) >= 0)"), "{text}");
     assert!(text.contains("billing.users 8: balance=5000, frozen_balance=1232, username='bob' [in window: unprotected]"), "{text}");
     assert!(!text.contains("session: refuse") && !text.contains("re-lock and compare"), "{text}");
+    let text = explain("check-then-count.sql", &["--schema", "billing"], false);
+    assert!(text.contains("  session: re-lock and compare users 8, then send it as written\n"), "{text}");
 }

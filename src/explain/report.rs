@@ -294,7 +294,7 @@ impl Step {
         if self.window_before {
             match &self.gate {
                 Some(reason) => {
-                    let _ = writeln!(out, "  window: open; not proven safe ({reason})");
+                    let _ = writeln!(out, "  window: open; not proven safe: {reason}");
                 }
                 None if self.session.decision != Decision::AnswerAborted => {
                     let _ = writeln!(out, "  window: open; proven safe inside it");
