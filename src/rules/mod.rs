@@ -11,6 +11,7 @@
 mod captures;
 mod config;
 mod decimal;
+pub mod defer;
 mod explain;
 mod fingerprint;
 mod guard;
