@@ -10,6 +10,7 @@
 use super::input::Row;
 use super::report::{Decision, ErrorOut, PlanOut, RowOut, RowsOut, SessionOut, Step};
 use super::rows::{column_def, meta, origin, row_packet};
+use crate::rules::defer::{Deferred, flush_cause, may_defer};
 use crate::rules::lex::Modes;
 use crate::rules::safety::{forget_unproven, window_gate};
 use crate::rules::{Action, CaptureSpec, Captures, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, Seen};
@@ -22,6 +23,8 @@ const MODES: Modes = Modes { backslash_escapes: true, ansi_quotes: false };
 
 pub struct Conn {
     txn: Txn,
+    /// The backend runs anonymous compound statements (`defer_writes`).
+    mariadb: bool,
     /// The server's AUTOCOMMIT and IN_TRANS status flags, as modelled.
     autocommit: bool,
     in_trans: bool,
@@ -29,14 +32,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(autocommit: bool, schema: Option<String>) -> Self {
-        Conn::with_captures(autocommit, schema, Captures::default())
-    }
-
-    pub fn with_captures(autocommit: bool, schema: Option<String>, captures: Captures) -> Self {
+    pub fn new(mariadb: bool, autocommit: bool, schema: Option<String>, captures: Captures) -> Self {
         let mut txn = Txn::new(false);
         txn.captures = captures;
-        Conn { txn, autocommit, in_trans: false, schema }
+        Conn { txn, mariadb, autocommit, in_trans: false, schema }
     }
 
     /// As `ConnState::statement_in_transaction`.
@@ -119,7 +118,10 @@ impl Conn {
         ids.iter().map(|id| format!("{} {}", id.table, id.key)).collect()
     }
 
-    pub fn query(&mut self, rules: &RuleSet, sql: &str, rows: Option<&[Row]>, step: &mut Step) {
+    /// `Session::query`, or with `prepared` `Session::execute` of a
+    /// prepared statement whose values the log shows written in (the text
+    /// the session binds and plans).
+    pub fn query(&mut self, rules: &RuleSet, sql: &str, prepared: bool, rows: Option<&[Row]>, step: &mut Step) {
         let ctl = tx_control(sql.as_bytes());
         let in_tx = self.statement_in_transaction();
         step.in_transaction = in_tx;
@@ -133,9 +135,13 @@ impl Conn {
             step.events.push("thaw had rolled this transaction back: the server has none, and this statement runs".into());
         }
         let full = classify(sql.as_bytes(), MODES);
+        let multi = !prepared && has_inner_semicolon(sql);
         let rules_apply = !rules.is_empty() && !self.txn.xa && (!self.txn.captures.is_empty() || rules.is_candidate(sql));
         // The session reads what a statement is only while captures exist.
         let class = (rules_apply && !self.txn.captures.is_empty()).then_some(&full);
+        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(rules, &ctl, class, step) {
+            return;
+        }
         let mut session = SessionOut::new(Decision::Send);
         let rewrite: Option<Box<Rewrite>> = if !rules_apply {
             let reason = if self.txn.xa { "inside an XA branch thaw plans nothing" } else { crate::rules::forward_reason(rules, sql) };
@@ -155,6 +161,8 @@ impl Conn {
                 }
                 (_, Some(_)) => {
                     session.decision = Decision::ValidateThenSend;
+                    // `Session::validate_or_abort`: the held writes go first.
+                    self.flush_deferred("validation", step);
                     session.validates = self.validate();
                     step.events
                         .push("explain assumes the re-locked rows are as the app saw them (changed: 1213, transaction rolled back)".into());
@@ -171,7 +179,29 @@ impl Conn {
                 _ => None,
             }
         };
-        session.sends_rewritten = rewrite.as_ref().filter(|rw| rw.sql != sql).map(|rw| rw.sql.clone());
+        if let Some(rw) = rewrite.as_ref().filter(|rw| may_defer(rules, rw, multi, self.mariadb, self.in_trans, &self.txn.deferred)) {
+            // `Session::defer`: answered now, sent with COMMIT (or before
+            // whatever may observe it); the server sees nothing yet.
+            self.txn.captures.apply(&rw.on_success);
+            self.txn.deferred.push(Deferred::of(rw));
+            session.decision = Decision::HoldBack;
+            session.sends_rewritten = Some(rw.sql.clone());
+            step.session = session;
+            return;
+        }
+        // How a prepared execute reaches the server (`Session::execute`).
+        let route = match &rewrite {
+            _ if !prepared => None,
+            Some(rw) if rw.action == Action::Unlock => Some("shadow"),
+            Some(rw) if rw.action != Action::Pass => Some("text"),
+            _ => Some("original"),
+        };
+        match route {
+            Some("shadow") => step.events.push("prepared: the read runs as thaw's lock-cut shadow statement".into()),
+            Some("text") => step.events.push("prepared: the guarded write is sent as a text statement".into()),
+            _ => {}
+        }
+        session.sends_rewritten = rewrite.as_ref().filter(|rw| rw.sql != sql && route != Some("original")).map(|rw| rw.sql.clone());
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
         let class_locking = rewrite.is_none() && matches!(class.map(|c| &c.shape), Some(Shape::Read { locking: true }));
         let capturing = in_tx && (unlock.is_some() || !self.txn.captures.is_empty());
@@ -196,7 +226,7 @@ impl Conn {
             step.events.push(
                 "the unlocked read found no row: thaw sends it again as the app wrote it (locking), and the app gets that result".into(),
             );
-        } else if let Some(rw) = &rewrite {
+        } else if let Some(rw) = rewrite.as_ref().filter(|_| route != Some("original")) {
             self.txn.captures.apply(&rw.on_success);
         }
         forget_unproven(rules, rewrite.as_deref(), class, &mut self.txn.captures);
@@ -205,31 +235,45 @@ impl Conn {
         self.statement_done(&ctl);
     }
 
-    /// `Session::execute`: prepared statements are not planned.
-    pub fn execute(&mut self, rules: &RuleSet, sql: &str, step: &mut Step) {
-        let in_tx = self.statement_in_transaction();
-        step.in_transaction = in_tx;
-        step.window_before = self.txn.captures.has_window() && in_tx;
-        if let Some(answer) = self.answered(&TxControl::None) {
-            step.session = answer;
+    /// `Session::before_statement_with_deferred`: COMMIT sends the held
+    /// writes with it, ROLLBACK drops them, anything that may observe them
+    /// sends them first. False: the session answered the statement itself.
+    fn before_statement_with_deferred(&mut self, rules: &RuleSet, ctl: &TxControl, class: Option<&Classified>, step: &mut Step) -> bool {
+        match ctl {
+            TxControl::Commit { chain: false } => {
+                let n = std::mem::take(&mut self.txn.deferred).len();
+                step.plan = Some(PlanOut::NotPlanned { reason: "a COMMIT with held-back writes".into() });
+                step.session = SessionOut::new(Decision::Send);
+                step.session.why = Some(format!(
+                    "the {n} held-back write(s) and the COMMIT run as one compound statement (BEGIN NOT ATOMIC ... COMMIT; END): a guard that fails stops it, nothing commits, and the app gets the violation here"
+                ));
+                self.server_after(ctl, &classify(b"COMMIT", MODES), "COMMIT");
+                self.statement_done(ctl);
+                return false;
+            }
+            TxControl::Rollback { .. } => {
+                step.events.push(format!("the {} held-back write(s) are dropped: the server never saw them", self.txn.deferred.len()));
+                self.txn.deferred.clear();
+                return true;
+            }
+            _ => {}
+        }
+        if let Some(cause) = flush_cause(rules, ctl, class) {
+            self.flush_deferred(cause, step);
+        }
+        true
+    }
+
+    /// `Session::flush_deferred`, assuming each held write matches its row.
+    fn flush_deferred(&mut self, cause: &str, step: &mut Step) {
+        let writes = std::mem::take(&mut self.txn.deferred);
+        if writes.is_empty() {
             return;
         }
-        step.plan = Some(PlanOut::NotPlanned { reason: "a prepared statement: thaw plans only statement text".into() });
-        let mut session = SessionOut::new(Decision::Send);
-        if step.window_before {
-            step.gate = Some("a prepared statement the rules did not plan".into());
-            session.decision = Decision::ValidateThenSend;
-            session.validates = self.validate();
+        step.events.push(format!("sends the {} held-back write(s) first ({cause})", writes.len()));
+        for _ in writes {
+            self.statement_done(&TxControl::None);
         }
-        if !self.txn.captures.is_empty() {
-            for t in rules.tables() {
-                self.txn.captures.mark_uncertain(None, &t.table);
-            }
-        }
-        step.session = session;
-        // The server runs what it is; the session reads no transaction control off it.
-        self.server_after(&tx_control(sql.as_bytes()), &classify(sql.as_bytes(), MODES), sql);
-        self.statement_done(&TxControl::None);
     }
 
     /// The rows of a result through the session's capture sink
@@ -313,6 +357,7 @@ impl Conn {
             autocommit: self.autocommit,
             window: self.txn.captures.has_window(),
             captures: self.txn.captures.rows().map(|(id, r)| RowOut::of(id, r)).collect(),
+            held_back: self.txn.deferred.iter().map(|d| d.sql.clone()).collect(),
         }
     }
 }
@@ -324,6 +369,12 @@ fn deadlock() -> ErrorOut {
         sqlstate: "40001".into(),
         message: "thaw: Deadlock found when trying to get lock; a row this transaction read was changed by another session; try restarting transaction".into(),
     }
+}
+
+/// As `session::query`'s: a `;` followed by more statement text (the
+/// client enabled multi-statements to send it).
+fn has_inner_semicolon(sql: &str) -> bool {
+    sql.split_once(';').is_some_and(|(_, rest)| rest.bytes().any(|b| !b.is_ascii_whitespace() && b != b';'))
 }
 
 /// `SET [SESSION] autocommit = 0|1|ON|OFF` (also `@@autocommit`): the new value.

@@ -268,6 +268,15 @@ const KNOWN_COMMANDS: [&str; 21] = [
     "Shutdown",
 ];
 
+/// The log is MySQL's (its banner names mysqld, or its times are ISO 8601),
+/// not MariaDB's.
+pub fn mysql_server(text: &str) -> bool {
+    text.lines().take(200).any(|l| {
+        l.contains(", Version: ") && l.contains("started with:") && !l.contains("MariaDB")
+            || l.len() > 11 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T' && log_entry(l).is_some()
+    })
+}
+
 /// Server banner lines a log repeats at each start.
 fn log_header(line: &str) -> bool {
     line.starts_with("Time") && line.contains("Id Command")
@@ -433,5 +442,8 @@ mod tests {
         assert_eq!((entries[3].connection, &entries[3].command), (Some(13), &Command::Query("COMMIT".into())));
         assert_eq!(entries[4].command, Command::Quit);
         assert_eq!(connect_schema("root@localhost on  using Socket"), None);
+        assert!(mysql_server(text), "an ISO time: MySQL");
+        assert!(!mysql_server("\t\t  5 Query\tSELECT 1\n"));
+        assert!(mysql_server("/usr/sbin/mysqld, Version: 8.0.36 (MySQL Community Server - GPL). started with:\n"));
     }
 }

@@ -38,6 +38,8 @@ pub struct Options {
 /// Explain every entry of `text` (plain SQL or a general log).
 pub fn explain(rules: &RuleSet, text: &str, opts: &Options) -> Result<Report, InputError> {
     let (format, entries) = input::parse(text)?;
+    // Held-back writes need MariaDB's compound statements.
+    let mariadb = !input::mysql_server(text);
     let mut conns: BTreeMap<Option<u64>, Conn> = BTreeMap::new();
     let mut order: Vec<u64> = Vec::new();
     let mut steps = Vec::new();
@@ -68,17 +70,17 @@ pub fn explain(rules: &RuleSet, text: &str, opts: &Options) -> Result<Report, In
             session: SessionOut::new(Decision::None),
             rows: None,
             events: Vec::new(),
-            after: After { transaction: "idle", autocommit: opts.autocommit, window: false, captures: Vec::new() },
+            after: After { transaction: "idle", autocommit: opts.autocommit, window: false, captures: Vec::new(), held_back: Vec::new() },
         };
         if let Command::Connect { schema } = &e.command {
             // A new session starts as the server starts one: autocommit on.
-            conns.insert(e.connection, Conn::new(true, schema.clone()));
+            conns.insert(e.connection, Conn::new(mariadb, true, schema.clone(), Captures::default()));
         }
         let conn =
-            conns.entry(e.connection).or_insert_with(|| Conn::with_captures(opts.autocommit, opts.schema.clone(), opts.captures.clone()));
+            conns.entry(e.connection).or_insert_with(|| Conn::new(mariadb, opts.autocommit, opts.schema.clone(), opts.captures.clone()));
         match &e.command {
-            Command::Query(sql) => conn.query(rules, sql, e.rows.as_deref(), &mut step),
-            Command::Execute(sql) => conn.execute(rules, sql, &mut step),
+            Command::Query(sql) => conn.query(rules, sql, false, e.rows.as_deref(), &mut step),
+            Command::Execute(sql) => conn.query(rules, sql, true, e.rows.as_deref(), &mut step),
             Command::InitDb(db) => conn.schema = Some(db.clone()),
             Command::Quit => {
                 step.events.push("the connection closes: the server rolls back what is open".into());
@@ -179,14 +181,51 @@ mod tests {
     }
 
     #[test]
-    fn prepared_statements_are_validated_in_the_window_and_forget() {
-        let log = "\t\t  5 Query\tSET AUTOCOMMIT = 0\n\t\t  5 Query\tSELECT id, balance FROM users WHERE id = 8 FOR UPDATE\n-- rows: [{\"id\": 8, \"balance\": 100}]\n\t\t  5 Execute\tSELECT balance FROM users WHERE id = 8\n\t\t  5 Quit\t\n";
+    fn prepared_statements_are_planned_with_their_values() {
+        let log = "\t\t  5 Query\tSET AUTOCOMMIT = 0\n\t\t  5 Execute\tSELECT id, balance FROM users WHERE id = 8 FOR UPDATE\n-- rows: [{\"id\": 8, \"balance\": 100}]\n\t\t  5 Execute\tUPDATE users SET balance = 50 WHERE id = 8\n\t\t  5 Quit\t\n";
         let r = run(log);
         assert_eq!(r.format, Format::GeneralLog);
         let s = &r.statements;
-        assert_eq!(s[2].session.decision, Decision::ValidateThenSend);
-        assert!(s[2].after.captures[0].uncertain);
+        assert_eq!(
+            (action(&s[1]), s[1].events.first().map(String::as_str)),
+            ("unlock", Some("prepared: the read runs as thaw's lock-cut shadow statement"))
+        );
+        assert_eq!(s[1].after.captures.len(), 1);
+        assert_eq!(action(&s[2]), "delta");
+        assert!(s[2].events.iter().any(|e| e.contains("sent as a text statement")));
         assert!(s[3].after.captures.is_empty());
+    }
+
+    const DEFERRED: &str = "tables:\n  - table: users\n    key: id\n    invariants: ['balance >= 0']\n    balance_columns: [balance]\n    defer_writes: true\n";
+
+    fn run_deferred(text: &str) -> Report {
+        let rules = RuleSet::from_yaml(DEFERRED, "t.yaml").unwrap();
+        explain(&rules, text, &Options { schema: Some("db".into()), ..Options::default() }).unwrap()
+    }
+
+    #[test]
+    fn held_back_writes_go_with_commit_or_before_what_may_see_them() {
+        let write = "UPDATE users SET balance = 50 WHERE id = 8;\n";
+        let r = run_deferred(&format!("{READ}{write}INSERT INTO logs (a) VALUES (1);\nSELECT balance FROM users WHERE id = 8;\nCOMMIT;"));
+        let s = &r.statements;
+        assert_eq!(s[1].session.decision, Decision::HoldBack);
+        assert_eq!(s[1].after.held_back.len(), 1);
+        assert_eq!(s[1].after.captures[0].values["balance"].as_deref(), Some("50"), "the app's belief, at once");
+        assert!(s[2].events.is_empty() && s[2].after.held_back.len() == 1, "a new row elsewhere cannot see it");
+        assert_eq!(s[3].events, ["sends the 1 held-back write(s) first (read)"]);
+        assert!(s[3].after.held_back.is_empty());
+        let r = run_deferred(&format!("{READ}{write}COMMIT;"));
+        let commit = &r.statements[2];
+        assert!(commit.session.why.as_deref().unwrap().contains("one compound statement"), "{:?}", commit.session);
+        assert_eq!(commit.after.transaction, "idle");
+        let r = run_deferred(&format!("{READ}{write}ROLLBACK;"));
+        assert_eq!(r.statements[2].events, ["the 1 held-back write(s) are dropped: the server never saw them"]);
+        let mysql = format!(
+            "2024-10-01T10:00:01.000000Z\t  5 Query\tSET AUTOCOMMIT = 0\n2024-10-01T10:00:01.000000Z\t  5 Query\t{}\n-- rows: [{{\"id\": 8, \"balance\": 100}}]\n2024-10-01T10:00:01.000000Z\t  5 Query\t{write}",
+            READ.lines().next().unwrap().trim_end_matches(';')
+        );
+        let r = run_deferred(&mysql);
+        assert_eq!(r.statements[2].session.decision, Decision::Send, "MySQL has no compound statement to commit them with");
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub enum Decision {
     Send,
     /// Re-lock and compare the window's rows, then send.
     ValidateThenSend,
+    /// Answer it at once and hold it back to COMMIT (`defer_writes`).
+    HoldBack,
     /// Answer with an error; the server never sees it.
     Refuse,
     /// thaw rolled the transaction back earlier: answer its error.
@@ -164,6 +166,9 @@ pub struct After {
     /// Some captured row is in the protection window.
     pub window: bool,
     pub captures: Vec<RowOut>,
+    /// Guarded writes answered and held back to COMMIT, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -369,6 +374,7 @@ impl SessionOut {
         let line = match self.decision {
             Decision::Send => format!("send {what}"),
             Decision::ValidateThenSend => format!("re-lock and compare {}, then send {what}", self.validates.join(", ")),
+            Decision::HoldBack => "answer 1 row matched now and hold the rewritten statement back to COMMIT (defer_writes)".into(),
             Decision::Refuse => "refuse: the server never sees it".into(),
             Decision::AnswerAborted => "answer the rolled-back error: the server never sees it".into(),
             Decision::None => return,
@@ -403,6 +409,9 @@ impl After {
                 (true, false) => "protected",
             };
             let _ = writeln!(out, "    {schema}{} {}: {} [{state}]", r.table, r.key, values.join(", "));
+        }
+        for w in &self.held_back {
+            let _ = writeln!(out, "    held back: {w}");
         }
     }
 }
