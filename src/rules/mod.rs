@@ -10,6 +10,7 @@
 //! matcher and rewriter), `captures`, `fingerprint`, `explain`.
 mod captures;
 mod config;
+pub mod decide;
 mod decimal;
 pub mod defer;
 mod explain;
