@@ -3,18 +3,21 @@
 //! a real MariaDB general log of `check_and_freeze` and the two-session
 //! variant as a plain SQL file, both with `-- rows:` for the reads, and the
 //! freeze with a read of another table in the protection window (validated
-//! first). Each input `tests/explain/NAME.{log,sql}` has `NAME.txt` and
-//! `NAME.json`.
+//! first); the freeze log also as `--shadow` runs it. Each case has
+//! `tests/explain/NAME.txt` and `NAME.json`.
 //!
 //! After an intended change of the output, rewrite the goldens with
 //! `THAW_BLESS=1 cargo test --test explain_golden` and review the diff.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CASES: [(&str, &[&str]); 3] = [
-    ("legacy-freeze.log", &[]),
-    ("legacy-freeze-two-session.sql", &["--schema", "billing"]),
-    ("check-then-count.sql", &["--schema", "billing"]),
+/// (golden name, input, extra arguments).
+const CASES: [(&str, &str, &[&str]); 4] = [
+    ("legacy-freeze", "legacy-freeze.log", &[]),
+    // The same log as `thaw run --shadow` runs it: sent as written, counted.
+    ("legacy-freeze-shadow", "legacy-freeze.log", &["--shadow"]),
+    ("legacy-freeze-two-session", "legacy-freeze-two-session.sql", &["--schema", "billing"]),
+    ("check-then-count", "check-then-count.sql", &["--schema", "billing"]),
 ];
 
 fn root() -> PathBuf {
@@ -54,8 +57,7 @@ fn check(golden: &Path, got: &str) {
 
 #[test]
 fn legacy_freeze_flows_text_and_json() {
-    for (input, extra) in CASES {
-        let stem = input.rsplit_once('.').map_or(input, |(s, _)| s);
+    for (stem, input, extra) in CASES {
         let dir = root().join("tests/explain");
         check(&dir.join(format!("{stem}.txt")), &explain(input, extra, false));
         let json = explain(input, extra, true);
@@ -73,4 +75,7 @@ fn legacy_freeze_keeps_its_rewrites() {
     assert!(!text.contains("session: refuse") && !text.contains("re-lock and compare"), "{text}");
     let text = explain("check-then-count.sql", &["--schema", "billing"], false);
     assert!(text.contains("  session: re-lock and compare users 8, then send it as written\n"), "{text}");
+    let text = explain("legacy-freeze.log", &["--shadow"], false);
+    assert!(!text.contains("session: send the rewritten statement"), "shadow mode sends what the app sent: {text}");
+    assert!(text.contains(r#"counts: thaw_shadow_actions_total{rule="users-balance",action="delta"}"#), "{text}");
 }

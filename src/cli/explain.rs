@@ -23,6 +23,9 @@ pub struct ExplainArgs {
     /// With --file: the current database until the file says otherwise.
     #[arg(long, value_name = "NAME")]
     pub schema: Option<String>,
+    /// Explain as `thaw run --shadow` runs: every rule in shadow mode.
+    #[arg(long)]
+    pub shadow: bool,
     /// Print the explanation as JSON (for one statement: as a file of one).
     #[arg(long)]
     pub json: bool,
@@ -65,7 +68,7 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
     }
     let sql = args.sql.as_deref().unwrap_or_default();
     if args.json {
-        let opts = crate::explain::Options { autocommit: args.autocommit, schema: None, captures };
+        let opts = crate::explain::Options { autocommit: args.autocommit, schema: None, shadow: args.shadow, captures };
         let report =
             crate::explain::explain(&rules, sql, &opts).map_err(|error| ExplainError::Input { path: "the statement".into(), error })?;
         return Ok(report.json());
@@ -85,7 +88,12 @@ fn run_file(rules: &RuleSet, path: &Path, args: &ExplainArgs) -> Result<String, 
     let name = path.display().to_string();
     let text = if name == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
         .map_err(|error| ExplainError::Read { path: name.clone(), error })?;
-    let opts = crate::explain::Options { autocommit: args.autocommit, schema: args.schema.clone(), captures: Captures::default() };
+    let opts = crate::explain::Options {
+        autocommit: args.autocommit,
+        schema: args.schema.clone(),
+        shadow: args.shadow,
+        captures: Captures::default(),
+    };
     let report = crate::explain::explain(rules, &text, &opts).map_err(|error| ExplainError::Input { path: name, error })?;
     Ok(if args.json { report.json() } else { report.text() })
 }

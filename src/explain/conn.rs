@@ -10,10 +10,11 @@
 use super::input::Row;
 use super::report::{Decision, ErrorOut, PlanOut, RowOut, RowsOut, SessionOut, Step};
 use super::rows::{column_def, meta, origin, row_packet};
+use crate::rules::decide::{Decided, Note, Shadowing, Step as SessionStep, decide};
 use crate::rules::defer::{Deferred, flush_cause, may_defer};
 use crate::rules::lex::Modes;
 use crate::rules::safety::{forget_unproven, window_gate};
-use crate::rules::{Action, CaptureSpec, Captures, ErrorResponse, Plan, PlanContext, Rewrite, RuleSet, Seen};
+use crate::rules::{Action, CaptureSpec, Captures, ErrorResponse, PlanContext, Rewrite, RuleSet, Seen};
 use crate::session::capture::ResultCapture;
 use crate::session::txn::{Phase, StatementEnd, Txn};
 use crate::sql::{Classified, Shape, TxControl, classify, tx_control};
@@ -25,6 +26,8 @@ pub struct Conn {
     txn: Txn,
     /// The backend runs anonymous compound statements (`defer_writes`).
     mariadb: bool,
+    /// `thaw run --shadow`: every rule in shadow mode.
+    shadow_all: bool,
     /// The server's AUTOCOMMIT and IN_TRANS status flags, as modelled.
     autocommit: bool,
     in_trans: bool,
@@ -32,10 +35,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(mariadb: bool, autocommit: bool, schema: Option<String>, captures: Captures) -> Self {
+    pub fn new(server: Server, autocommit: bool, schema: Option<String>, captures: Captures) -> Self {
         let mut txn = Txn::new(false);
         txn.captures = captures;
-        Conn { txn, mariadb, autocommit, in_trans: false, schema }
+        Conn { txn, mariadb: server.mariadb, shadow_all: server.shadow_all, autocommit, in_trans: false, schema }
+    }
+
+    fn shadowing<'a>(&self, rules: &'a RuleSet) -> Shadowing<'a> {
+        Shadowing { rules, all: self.shadow_all }
     }
 
     /// As `ConnState::statement_in_transaction`.
@@ -52,7 +59,7 @@ impl Conn {
     /// The entry checks of `Session::query` and `Session::execute`: a
     /// transaction thaw rolled back, or one whose app saw a concurrent change.
     /// `Some`: the session answers without sending anything.
-    fn answered(&mut self, ctl: &TxControl) -> Option<SessionOut> {
+    fn answered(&mut self, rules: &RuleSet, ctl: &TxControl) -> Option<SessionOut> {
         if let Some(err) = self.txn.aborted().cloned() {
             match ctl {
                 TxControl::Rollback { .. } | TxControl::Begin => return None,
@@ -63,7 +70,8 @@ impl Conn {
             s.error = Some((&err).into());
             return Some(s);
         }
-        if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) {
+        // In shadow mode the app holds its own locks and nothing is aborted.
+        if self.txn.captures.diverged && !matches!(ctl, TxControl::Rollback { .. }) && !self.shadowing(rules).everything() {
             let mut s = SessionOut::new(Decision::Refuse);
             s.why =
                 Some("a read showed a row this transaction had read changed by another session: thaw rolls the transaction back".into());
@@ -98,15 +106,17 @@ impl Conn {
         }
     }
 
-    /// `Session::decide` without its logging: the plan and the window gate.
-    fn decide(&self, rules: &RuleSet, sql: &str, class: Option<&Classified>, in_tx: bool) -> (Plan, Option<String>) {
+    /// `Session::decide` without its logging: the plan, the window gate,
+    /// and the step `rules::decide` makes of them.
+    fn decide(&self, rules: &RuleSet, sql: &str, class: Option<&Classified>, in_tx: bool) -> (PlanOut, Option<String>, Decided) {
         let window = self.txn.captures.has_window() && in_tx;
         let plan = rules.plan(sql, &self.ctx(in_tx));
         let gate = match class {
             Some(class) if window => window_gate(rules, &plan, class, &self.txn.captures),
             _ => None,
         };
-        (plan, gate)
+        let out = PlanOut::of(&plan, sql, rules);
+        (out, gate.clone(), decide(self.shadowing(rules), &self.txn.captures, plan, gate))
     }
 
     /// `Session::validate`, assuming every row is as the app saw it.
@@ -127,7 +137,7 @@ impl Conn {
         step.in_transaction = in_tx;
         step.window_before = self.txn.captures.has_window() && in_tx;
         let was_aborted = self.txn.aborted().is_some();
-        if let Some(answer) = self.answered(&ctl) {
+        if let Some(answer) = self.answered(rules, &ctl) {
             step.session = answer;
             return;
         }
@@ -143,40 +153,60 @@ impl Conn {
             return;
         }
         let mut session = SessionOut::new(Decision::Send);
+        // The plan enforce mode would carry out, followed but not done (shadow mode).
+        let mut shadow: Option<Box<Rewrite>> = None;
         let rewrite: Option<Box<Rewrite>> = if !rules_apply {
             let reason = if self.txn.xa { "inside an XA branch thaw plans nothing" } else { crate::rules::forward_reason(rules, sql) };
             step.plan = Some(PlanOut::NotPlanned { reason: reason.into() });
             None
         } else {
-            let (plan, gate) = self.decide(rules, sql, class, in_tx);
-            step.plan = Some(PlanOut::of(&plan, sql, rules));
-            step.gate = gate.clone();
-            match (plan, gate) {
-                (Plan::Reject { error, .. }, _) => {
+            let (plan, gate, decided) = self.decide(rules, sql, class, in_tx);
+            step.plan = Some(plan);
+            step.gate = gate;
+            step.counts = decided.notes.iter().map(series).collect();
+            match decided.step {
+                SessionStep::Refuse(error) => {
                     session.decision = Decision::Refuse;
                     session.why = Some("the rule says unhandled: reject".into());
                     session.error = Some((&error).into());
                     step.session = session;
                     return;
                 }
-                (_, Some(_)) => {
+                SessionStep::Shadow(rw) => {
+                    session.decision = Decision::Shadow;
+                    let would: Vec<&str> = decided
+                        .notes
+                        .iter()
+                        .filter_map(|n| match n {
+                            Note::Shadow { action, .. } => Some(*action),
+                            _ => None,
+                        })
+                        .collect();
+                    if !would.is_empty() {
+                        session.why = Some(format!("enforce mode would: {}", would.join(", ")));
+                    }
+                    shadow = rw;
+                    None
+                }
+                SessionStep::ValidateThenSend { .. } => {
                     session.decision = Decision::ValidateThenSend;
                     // `Session::validate_or_abort`: the held writes go first.
                     self.flush_deferred("validation", step);
                     session.validates = self.validate();
                     step.events
                         .push("explain assumes the re-locked rows are as the app saw them (changed: 1213, transaction rolled back)".into());
-                    // The rows are locked now: the session plans again.
-                    match self.decide(rules, sql, class, in_tx).0 {
-                        Plan::Rewrite(rw) => {
-                            step.events.push(format!("planned again after the validation: {}", rw.action.name()));
-                            Some(rw)
+                    // The rows are locked now: the session plans again (not counted again).
+                    match self.decide(rules, sql, class, in_tx).2.step {
+                        SessionStep::Send(rw) | SessionStep::ValidateThenSend { rewrite: rw, .. } => {
+                            if let Some(rw) = &rw {
+                                step.events.push(format!("planned again after the validation: {}", rw.action.name()));
+                            }
+                            rw
                         }
-                        _ => None,
+                        SessionStep::Refuse(_) | SessionStep::Shadow(_) => None,
                     }
                 }
-                (Plan::Rewrite(rw), None) => Some(rw),
-                _ => None,
+                SessionStep::Send(rw) => rw,
             }
         };
         if let Some(rw) = rewrite.as_ref().filter(|rw| may_defer(rules, rw, multi, self.mariadb, self.in_trans, &self.txn.deferred)) {
@@ -204,18 +234,23 @@ impl Conn {
         session.sends_rewritten = rewrite.as_ref().filter(|rw| rw.sql != sql && route != Some("original")).map(|rw| rw.sql.clone());
         let unlock = rewrite.as_ref().filter(|rw| rw.action == Action::Unlock && rw.capture.is_some());
         let class_locking = rewrite.is_none() && matches!(class.map(|c| &c.shape), Some(Shape::Read { locking: true }));
-        let capturing = in_tx && (unlock.is_some() || !self.txn.captures.is_empty());
+        // Shadow mode follows the read enforce mode would unlock as if it had
+        // (the read kept its lock, so nothing is held back for a missing row).
+        let shadow_read = shadow.as_ref().filter(|rw| rw.action == Action::Unlock).and_then(|rw| rw.capture.clone());
+        let capturing = in_tx && (unlock.is_some() || shadow_read.is_some() || !self.txn.captures.is_empty());
         let mut held_empty = false;
         match rows {
             Some(rows) => {
                 step.rows = Some(RowsOut { given: rows.len(), read: capturing });
-                if capturing {
+                if capturing && shadow_read.is_some() {
+                    self.read_rows(rules, &full, shadow_read.clone(), Seen::Locked, rows, step);
+                } else if capturing {
                     let seen = if class_locking { Seen::Locked } else { Seen::Plain };
                     self.read_rows(rules, &full, unlock.and_then(|rw| rw.capture.clone()), seen, rows, step);
                     held_empty = unlock.is_some() && rows.is_empty();
                 }
             }
-            None if unlock.is_some() => {
+            None if unlock.is_some() || shadow_read.is_some() => {
                 step.events.push("no `-- rows:` for this read: explain does not know what it returned, so nothing is captured".into())
             }
             None => {}
@@ -226,10 +261,10 @@ impl Conn {
             step.events.push(
                 "the unlocked read found no row: thaw sends it again as the app wrote it (locking), and the app gets that result".into(),
             );
-        } else if let Some(rw) = rewrite.as_ref().filter(|_| route != Some("original")) {
+        } else if let Some(rw) = rewrite.as_ref().filter(|_| route != Some("original")).or(shadow.as_ref()) {
             self.txn.captures.apply(&rw.on_success);
         }
-        forget_unproven(rules, rewrite.as_deref(), class, &mut self.txn.captures);
+        forget_unproven(rules, rewrite.as_deref().or(shadow.as_deref()), class, &mut self.txn.captures);
         step.session = session;
         self.server_after(&ctl, &full, sql);
         self.statement_done(&ctl);
@@ -359,6 +394,22 @@ impl Conn {
             captures: self.txn.captures.rows().map(|(id, r)| RowOut::of(id, r)).collect(),
             held_back: self.txn.deferred.iter().map(|d| d.sql.clone()).collect(),
         }
+    }
+}
+
+/// How the session is run: backend and process-wide shadow mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Server {
+    pub mariadb: bool,
+    pub shadow_all: bool,
+}
+
+/// The series a decision counts, as `/metrics` names them.
+fn series(n: &Note) -> String {
+    match n {
+        Note::Unhandled { table } => format!("thaw_statements_unhandled_total{{table=\"{table}\"}}"),
+        Note::Rewritten { rule, action } => format!("thaw_statements_rewritten_total{{rule=\"{rule}\",action=\"{action}\"}}"),
+        Note::Shadow { rule, action } => format!("thaw_shadow_actions_total{{rule=\"{rule}\",action=\"{action}\"}}"),
     }
 }
 

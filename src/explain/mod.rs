@@ -30,6 +30,9 @@ pub struct Options {
     pub autocommit: bool,
     /// The current database (a log's `Connect` or `Init DB` changes it).
     pub schema: Option<String>,
+    /// Every rule in shadow mode, as `thaw run --shadow` (a rule's own
+    /// `mode: shadow` applies without it).
+    pub shadow: bool,
     /// What such a connection read before the file starts
     /// (`thaw explain --captured`): rows in the protection window.
     pub captures: Captures,
@@ -39,7 +42,7 @@ pub struct Options {
 pub fn explain(rules: &RuleSet, text: &str, opts: &Options) -> Result<Report, InputError> {
     let (format, entries) = input::parse(text)?;
     // Held-back writes need MariaDB's compound statements.
-    let mariadb = !input::mysql_server(text);
+    let server = conn::Server { mariadb: !input::mysql_server(text), shadow_all: opts.shadow };
     let mut conns: BTreeMap<Option<u64>, Conn> = BTreeMap::new();
     let mut order: Vec<u64> = Vec::new();
     let mut steps = Vec::new();
@@ -68,16 +71,17 @@ pub fn explain(rules: &RuleSet, text: &str, opts: &Options) -> Result<Report, In
             window_before: false,
             gate: None,
             session: SessionOut::new(Decision::None),
+            counts: Vec::new(),
             rows: None,
             events: Vec::new(),
             after: After { transaction: "idle", autocommit: opts.autocommit, window: false, captures: Vec::new(), held_back: Vec::new() },
         };
         if let Command::Connect { schema } = &e.command {
             // A new session starts as the server starts one: autocommit on.
-            conns.insert(e.connection, Conn::new(mariadb, true, schema.clone(), Captures::default()));
+            conns.insert(e.connection, Conn::new(server, true, schema.clone(), Captures::default()));
         }
         let conn =
-            conns.entry(e.connection).or_insert_with(|| Conn::new(mariadb, opts.autocommit, opts.schema.clone(), opts.captures.clone()));
+            conns.entry(e.connection).or_insert_with(|| Conn::new(server, opts.autocommit, opts.schema.clone(), opts.captures.clone()));
         match &e.command {
             Command::Query(sql) => conn.query(rules, sql, false, e.rows.as_deref(), &mut step),
             Command::Execute(sql) => conn.query(rules, sql, true, e.rows.as_deref(), &mut step),
@@ -226,6 +230,27 @@ mod tests {
         );
         let r = run_deferred(&mysql);
         assert_eq!(r.statements[2].session.decision, Decision::Send, "MySQL has no compound statement to commit them with");
+    }
+
+    #[test]
+    fn shadow_mode_sends_as_written_and_follows_what_enforce_would_do() {
+        let rules = RuleSet::from_yaml(RULES, "t.yaml").unwrap();
+        let text = format!("{READ}SELECT COUNT(*) FROM charges;\nUPDATE users SET balance = 50 WHERE id = 8;");
+        let r = explain(&rules, &text, &Options { shadow: true, schema: Some("db".into()), ..Options::default() }).unwrap();
+        let s = &r.statements;
+        assert_eq!(s[0].session.decision, Decision::Shadow);
+        assert_eq!(s[0].session.why.as_deref(), Some("enforce mode would: unlock"));
+        assert_eq!(s[0].session.sends_rewritten, None, "the app's own statement");
+        assert_eq!(s[0].counts, [r#"thaw_shadow_actions_total{rule="users",action="unlock"}"#]);
+        assert!(s[0].after.window, "the read enforce would unlock is followed as unlocked");
+        assert_eq!(s[1].session.decision, Decision::Shadow, "not validated: the app holds its own locks");
+        assert_eq!(s[1].session.why.as_deref(), Some("enforce mode would: validate"));
+        assert_eq!(s[2].session.why.as_deref(), Some("enforce mode would: delta"));
+        assert_eq!(s[2].after.captures[0].values["balance"].as_deref(), Some("50"));
+        // The same file enforced: the counters the shadow run predicted.
+        let r = run(&text);
+        assert_eq!(r.statements[0].counts, [r#"thaw_statements_rewritten_total{rule="users",action="unlock"}"#]);
+        assert_eq!(r.statements[1].session.decision, Decision::ValidateThenSend);
     }
 
     #[test]

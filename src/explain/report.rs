@@ -34,6 +34,9 @@ pub struct Step {
     /// Why the protection window requires validation first; None: allowed.
     pub gate: Option<String>,
     pub session: SessionOut,
+    /// The series the session counts for it (`/metrics` names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<RowsOut>,
     /// What else the session does with it, in order.
@@ -122,6 +125,9 @@ pub enum Decision {
     ValidateThenSend,
     /// Answer it at once and hold it back to COMMIT (`defer_writes`).
     HoldBack,
+    /// Shadow mode: send it as the app wrote it; what enforce mode would
+    /// have done is counted.
+    Shadow,
     /// Answer with an error; the server never sees it.
     Refuse,
     /// thaw rolled the transaction back earlier: answer its error.
@@ -308,6 +314,9 @@ impl Step {
             }
         }
         self.session.text(out);
+        if !self.counts.is_empty() {
+            let _ = writeln!(out, "  counts: {}", self.counts.join(", "));
+        }
         if let Some(r) = &self.rows {
             let n = if r.given == 1 { "1 row".to_string() } else { format!("{} rows", r.given) };
             let _ = writeln!(out, "  rows: {n}{}", if r.read { ", read for captures" } else { ", not read for captures" });
@@ -374,6 +383,7 @@ impl SessionOut {
         let line = match self.decision {
             Decision::Send => format!("send {what}"),
             Decision::ValidateThenSend => format!("re-lock and compare {}, then send {what}", self.validates.join(", ")),
+            Decision::Shadow => "send it as the app wrote it (shadow mode)".into(),
             Decision::HoldBack => "answer 1 row matched now and hold the rewritten statement back to COMMIT (defer_writes)".into(),
             Decision::Refuse => "refuse: the server never sees it".into(),
             Decision::AnswerAborted => "answer the rolled-back error: the server never sees it".into(),
