@@ -37,9 +37,21 @@ PROMQL_WORDS = {
 }
 
 
+REGISTER = r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_.]+)\.clone\(\)'
+
+
 def registered(metrics_rs: str) -> dict[str, str]:
-    """Field of `Metrics` -> family name."""
-    return {field: "thaw_" + name for name, field in re.findall(r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_]+)', metrics_rs)}
+    """Field of the metric's struct (`m.contention.reads` -> `reads`) -> family name."""
+    return {path.rsplit(".", 1)[-1]: "thaw_" + name for name, path in re.findall(REGISTER, metrics_rs)}
+
+
+def field_type(field: str) -> str:
+    """The declared type of a metrics field, in src/ops/ (`Family<Labels, Counter>`)."""
+    for f in sorted((ROOT / "src/ops").glob("*.rs")):
+        m = re.search(rf"^\s*pub {field}: (.+),\s*$", f.read_text(), re.M)
+        if m:
+            return m.group(1)
+    return ""
 
 
 def source_labels(metrics_rs: str) -> dict[str, set[str]]:
@@ -56,17 +68,18 @@ def source_labels(metrics_rs: str) -> dict[str, set[str]]:
 def exported(metrics_rs: str) -> dict[str, str]:
     """Exposed sample name -> family name, from the registry.register calls."""
     out = {}
-    for name, body in re.findall(r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_]+)', metrics_rs):
-        decl = re.search(rf"pub {body}: ([A-Za-z<>, ]+),", metrics_rs)
-        t = decl.group(1) if decl else ""
+    for name, path in re.findall(REGISTER, metrics_rs):
+        t = field_type(path.rsplit(".", 1)[-1])
         base = "thaw_" + name
         if "Counter" in t:
             out[base + "_total"] = base
         elif "Histogram" in t:
             for s in ("_bucket", "_sum", "_count"):
                 out[base + s] = base
-        else:
+        elif "Gauge" in t:
             out[base] = base
+        else:
+            sys.exit(f"cannot tell the type of {base} (field {path}: {t!r})")
     return out
 
 

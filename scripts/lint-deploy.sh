@@ -357,8 +357,10 @@ if prom and prom["spec"] != plain_rules:
     errors.append("monitoring/prometheusrule.yaml and monitoring/thaw-alerts.rules.yaml differ")
 metrics_rs = pathlib.Path("src/ops/metrics.rs").read_text()
 exported = set()
-for name, body in re.findall(r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_]+)', metrics_rs):
-    decl = re.search(rf"pub {body}: ([A-Za-z<>, ]+),", metrics_rs)
+ops_rs = "".join(f.read_text() for f in sorted(pathlib.Path("src/ops").glob("*.rs")))
+for name, path in re.findall(r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_.]+)\.clone\(\)', metrics_rs):
+    # `m.contention.reads`: the field is declared in src/ops/contention.rs.
+    decl = re.search(rf"^\s*pub {path.rsplit('.', 1)[-1]}: (.+),\s*$", ops_rs, re.M)
     t = decl.group(1) if decl else ""
     base = "thaw_" + name
     if "Counter" in t:
