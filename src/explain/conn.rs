@@ -17,7 +17,7 @@ use crate::rules::safety::{forget_unproven, window_gate};
 use crate::rules::{Action, CaptureSpec, Captures, ErrorResponse, PlanContext, Rewrite, RuleSet, Seen};
 use crate::session::capture::ResultCapture;
 use crate::session::txn::{Phase, StatementEnd, Txn};
-use crate::sql::{Classified, Shape, TxControl, classify, tx_control};
+use crate::sql::{Classified, Shape, TxControl, classify, is_plain_commit, tx_control};
 
 /// Defaults of a fresh MariaDB session: backslash escapes, no ANSI_QUOTES.
 const MODES: Modes = Modes { backslash_escapes: true, ansi_quotes: false };
@@ -28,6 +28,8 @@ pub struct Conn {
     mariadb: bool,
     /// `thaw run --shadow`: every rule in shadow mode.
     shadow_all: bool,
+    /// The last statement was a held-back write (`Txn::held_last`).
+    held_last: bool,
     /// The server's AUTOCOMMIT and IN_TRANS status flags, as modelled.
     autocommit: bool,
     in_trans: bool,
@@ -38,7 +40,7 @@ impl Conn {
     pub fn new(server: Server, autocommit: bool, schema: Option<String>, captures: Captures) -> Self {
         let mut txn = Txn::new(false);
         txn.captures = captures;
-        Conn { txn, mariadb: server.mariadb, shadow_all: server.shadow_all, autocommit, in_trans: false, schema }
+        Conn { txn, mariadb: server.mariadb, shadow_all: server.shadow_all, held_last: false, autocommit, in_trans: false, schema }
     }
 
     fn shadowing<'a>(&self, rules: &'a RuleSet) -> Shadowing<'a> {
@@ -149,7 +151,7 @@ impl Conn {
         let rules_apply = !rules.is_empty() && !self.txn.xa && (!self.txn.captures.is_empty() || rules.is_candidate(sql));
         // The session reads what a statement is only while captures exist.
         let class = (rules_apply && !self.txn.captures.is_empty()).then_some(&full);
-        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(rules, &ctl, class, step) {
+        if !self.txn.deferred.is_empty() && !self.before_statement_with_deferred(rules, &ctl, class, sql, step) {
             return;
         }
         let mut session = SessionOut::new(Decision::Send);
@@ -209,9 +211,14 @@ impl Conn {
                 SessionStep::Send(rw) => rw,
             }
         };
-        if let Some(rw) = rewrite.as_ref().filter(|rw| may_defer(rules, rw, multi, self.mariadb, self.in_trans, &self.txn.deferred)) {
+        // `Session::try_defer`; explain assumes @@completion_type NO_CHAIN and
+        // a table without triggers (the session asks the server).
+        if let Some(rw) =
+            rewrite.as_ref().filter(|rw| may_defer(rules, rw, multi, self.mariadb, self.in_trans, "NO_CHAIN", &self.txn.deferred))
+        {
             // `Session::defer`: answered now, sent with COMMIT (or before
             // whatever may observe it); the server sees nothing yet.
+            self.held_last = true;
             self.txn.captures.apply(&rw.on_success);
             self.txn.deferred.push(Deferred::of(rw));
             session.decision = Decision::HoldBack;
@@ -273,9 +280,17 @@ impl Conn {
     /// `Session::before_statement_with_deferred`: COMMIT sends the held
     /// writes with it, ROLLBACK drops them, anything that may observe them
     /// sends them first. False: the session answered the statement itself.
-    fn before_statement_with_deferred(&mut self, rules: &RuleSet, ctl: &TxControl, class: Option<&Classified>, step: &mut Step) -> bool {
+    fn before_statement_with_deferred(
+        &mut self,
+        rules: &RuleSet,
+        ctl: &TxControl,
+        class: Option<&Classified>,
+        sql: &str,
+        step: &mut Step,
+    ) -> bool {
         match ctl {
-            TxControl::Commit { chain: false } => {
+            // COMMIT RELEASE, AND CHAIN: the held writes are sent first, then it goes as sent.
+            TxControl::Commit { chain: false } if is_plain_commit(sql.as_bytes()) => {
                 let n = std::mem::take(&mut self.txn.deferred).len();
                 step.plan = Some(PlanOut::NotPlanned { reason: "a COMMIT with held-back writes".into() });
                 step.session = SessionOut::new(Decision::Send);
@@ -293,7 +308,7 @@ impl Conn {
             }
             _ => {}
         }
-        if let Some(cause) = flush_cause(rules, ctl, class) {
+        if let Some(cause) = flush_cause(rules, ctl, class, sql.as_bytes(), self.held_last) {
             self.flush_deferred(cause, step);
         }
         true
@@ -369,6 +384,8 @@ impl Conn {
 
     /// `Session::after_statement`: the transaction state takes the statement's end.
     fn statement_done(&mut self, ctl: &TxControl) {
+        // The server ran a statement after any held-back write was answered.
+        self.held_last = false;
         self.txn.statement_done(StatementEnd {
             ctl,
             err: None,

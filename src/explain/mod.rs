@@ -222,6 +222,12 @@ mod tests {
         let commit = &r.statements[2];
         assert!(commit.session.why.as_deref().unwrap().contains("one compound statement"), "{:?}", commit.session);
         assert_eq!(commit.after.transaction, "idle");
+        let r = run_deferred(&format!("{READ}{write}SELECT ROW_COUNT();\nCOMMIT RELEASE;"));
+        assert_eq!(r.statements[2].events, ["sends the 1 held-back write(s) first (session_state)"], "right after the held write");
+        let r = run_deferred(&format!("{READ}{write}SELECT 1;\nSELECT ROW_COUNT();\n"));
+        assert!(r.statements[3].events.is_empty(), "after a later statement ROW_COUNT() reads that one's");
+        let r = run_deferred(&format!("{READ}{write}COMMIT RELEASE;"));
+        assert_eq!(r.statements[2].events[0], "sends the 1 held-back write(s) first (commit)", "then it goes as sent");
         let r = run_deferred(&format!("{READ}{write}ROLLBACK;"));
         assert_eq!(r.statements[2].events, ["the 1 held-back write(s) are dropped: the server never saw them"]);
         let mysql = format!(
