@@ -9,14 +9,18 @@
 #     thaw-specific checks: probes on the admin port, grace periods, the
 #     rules ConfigMap in step with rules/, the thaw config accepted by thaw
 #     itself, alert rules written on metric names thaw exports.
-#  3. The binary: `cargo build --release --locked`, the command the
+#  3. deploy/grafana/: the dashboards parse, and every PromQL query names
+#     metrics and labels thaw exports (scripts/check-dashboard.py, whose
+#     --self-test shows deliberate mistakes are caught).
+#  4. The binary: `cargo build --release --locked`, the command the
 #     Dockerfile's builder runs, then the image's CMD started as the
 #     container would start it (ports moved to free loopback ports, the
 #     image's /etc/thaw/rules laid out in a temp folder), /livez, /readyz,
-#     /metrics, the HEALTHCHECK command, and SIGTERM -> exit 0.
+#     /metrics (every family it shows is one the dashboard check knows),
+#     the HEALTHCHECK command, and SIGTERM -> exit 0.
 #
 #   bash scripts/lint-deploy.sh                 # everything
-#   bash scripts/lint-deploy.sh --no-build      # skip step 3
+#   bash scripts/lint-deploy.sh --no-build      # skip step 4
 #   bash scripts/lint-deploy.sh --write-rules-configmap
 #        regenerate deploy/kubernetes/thaw-rules.yaml from rules/*.yaml
 #
@@ -37,7 +41,7 @@ for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
         --write-rules-configmap) WRITE_RULES=1 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
@@ -353,8 +357,10 @@ if prom and prom["spec"] != plain_rules:
     errors.append("monitoring/prometheusrule.yaml and monitoring/thaw-alerts.rules.yaml differ")
 metrics_rs = pathlib.Path("src/ops/metrics.rs").read_text()
 exported = set()
-for name, body in re.findall(r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_]+)', metrics_rs):
-    decl = re.search(rf"pub {body}: ([A-Za-z<>, ]+),", metrics_rs)
+ops_rs = "".join(f.read_text() for f in sorted(pathlib.Path("src/ops").glob("*.rs")))
+for name, path in re.findall(r'registry\.register\(\s*"([a-z_]+)"\s*,\s*"[^"]*"\s*,\s*m\.([a-z_.]+)\.clone\(\)', metrics_rs):
+    # `m.contention.reads`: the field is declared in src/ops/contention.rs.
+    decl = re.search(rf"^\s*pub {path.rsplit('.', 1)[-1]}: (.+),\s*$", ops_rs, re.M)
     t = decl.group(1) if decl else ""
     base = "thaw_" + name
     if "Counter" in t:
@@ -411,6 +417,10 @@ if missing:
     sys.exit(1)
 print(f"ok: {len(config_keys)} config keys and {len(names)} metrics documented")
 EOF
+
+phase "Grafana dashboards (deploy/grafana) on thaw's metric names"
+"$PY" scripts/check-dashboard.py || die "a dashboard under deploy/grafana is invalid or names a metric or label thaw does not export"
+"$PY" scripts/check-dashboard.py --self-test || die "scripts/check-dashboard.py no longer catches a wrong metric name"
 
 [ "$BUILD" = 1 ] || { phase "skipping the release build (--no-build)"; exit 0; }
 
@@ -504,6 +514,8 @@ done
 echo "/livez: $(http "$P_ADMIN" /livez)"
 echo "/readyz: $(http "$P_ADMIN" /readyz) (backend 127.0.0.1:3306: 503 only means no database here)"
 http "$P_ADMIN" /metrics | grep -q '^200' || die "/metrics did not answer 200"
+"$PY" scripts/check-dashboard.py --metrics-url "http://127.0.0.1:$P_ADMIN/metrics" \
+    || die "the running thaw exports a metric the dashboard check does not know"
 (exec 3<>"/dev/tcp/127.0.0.1/$P_SQL") || die "the MySQL port $P_SQL does not accept connections"
 # the Dockerfile's HEALTHCHECK command, pointed at this admin port
 hc="$("$PY" -c '

@@ -7,9 +7,11 @@
 //! - `rules`: rule files, statement matching, rewrite plans and text splicing
 //! - `retry`: lock-error retry and transaction replay policy
 //! - `ops`: metrics, admin HTTP, reload
+//! - `explain`: `thaw explain --file`, a statement file run offline through the session's decisions
 //! - `cli`: command line
 pub mod cli;
 pub mod config;
+pub mod explain;
 pub mod ops;
 pub mod retry;
 pub mod rules;

@@ -1,20 +1,37 @@
-//! `thaw explain`: print what a statement becomes under the rules.
+//! `thaw explain`: print what a statement, or a file of them, becomes under the rules.
 use crate::rules::{self, Captures, PlanContext, RuleSet};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExplainArgs {
     /// Rules: a YAML file or a folder of them.
     #[arg(long, value_name = "PATH", default_value = "rules")]
-    pub rules: std::path::PathBuf,
-    /// Plan as for a statement outside any transaction (autocommit).
+    pub rules: PathBuf,
+    /// Plan as for a statement outside any transaction (autocommit); with
+    /// --file, connections start in autocommit mode.
     #[arg(long)]
     pub autocommit: bool,
     /// A value the connection read earlier in the transaction, as
     /// TABLE.KEY.COLUMN=VALUE (repeatable), e.g. users.8.frozen_balance=616.
-    #[arg(long = "captured", value_name = "TABLE.KEY.COLUMN=VALUE")]
+    #[arg(long = "captured", value_name = "TABLE.KEY.COLUMN=VALUE", conflicts_with = "file")]
     pub captured: Vec<String>,
+    /// A file of statements (one transaction, or a general-log excerpt;
+    /// `-` reads stdin), explained statement by statement as the session
+    /// would run them. Result rows of reads: `-- rows: [{...}]` lines (docs/explain.md).
+    #[arg(long, short = 'f', value_name = "FILE", conflicts_with = "sql")]
+    pub file: Option<PathBuf>,
+    /// With --file: the current database until the file says otherwise.
+    #[arg(long, value_name = "NAME")]
+    pub schema: Option<String>,
+    /// Explain as `thaw run --shadow` runs: every rule in shadow mode.
+    #[arg(long)]
+    pub shadow: bool,
+    /// Print the explanation as JSON (for one statement: as a file of one).
+    #[arg(long)]
+    pub json: bool,
     /// The statement to explain.
-    pub sql: String,
+    #[arg(required_unless_present = "file")]
+    pub sql: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +40,22 @@ pub enum ExplainError {
     Rules(#[from] rules::RulesError),
     #[error("--captured {0:?}: expected TABLE.KEY.COLUMN=VALUE")]
     Captured(String),
+    #[error("{path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}: {error}")]
+    Input { path: String, error: crate::explain::InputError },
+    #[error("--schema needs --file")]
+    SchemaWithoutFile,
 }
 
 pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
     let rules = RuleSet::load(&args.rules)?;
+    if let Some(path) = &args.file {
+        return run_file(&rules, path, args);
+    }
+    if args.schema.is_some() {
+        return Err(ExplainError::SchemaWithoutFile);
+    }
     let mut captures = Captures::default();
     for c in &args.captured {
         let (path, value) = c.split_once('=').ok_or_else(|| ExplainError::Captured(c.clone()))?;
@@ -37,6 +66,13 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
         let value = (!value.eq_ignore_ascii_case("null")).then(|| value.to_string());
         captures.seed("", table, key, column, value);
     }
+    let sql = args.sql.as_deref().unwrap_or_default();
+    if args.json {
+        let opts = crate::explain::Options { autocommit: args.autocommit, schema: None, shadow: args.shadow, captures };
+        let report =
+            crate::explain::explain(&rules, sql, &opts).map_err(|error| ExplainError::Input { path: "the statement".into(), error })?;
+        return Ok(report.json());
+    }
     let ctx = PlanContext {
         no_backslash_escapes: false,
         ansi_quotes: false,
@@ -45,5 +81,19 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
         captures: &captures,
         schema: None,
     };
-    Ok(rules::explain(&rules, &args.sql, &ctx))
+    Ok(rules::explain(&rules, sql, &ctx))
+}
+
+fn run_file(rules: &RuleSet, path: &Path, args: &ExplainArgs) -> Result<String, ExplainError> {
+    let name = path.display().to_string();
+    let text = if name == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
+        .map_err(|error| ExplainError::Read { path: name.clone(), error })?;
+    let opts = crate::explain::Options {
+        autocommit: args.autocommit,
+        schema: args.schema.clone(),
+        shadow: args.shadow,
+        captures: Captures::default(),
+    };
+    let report = crate::explain::explain(rules, &text, &opts).map_err(|error| ExplainError::Input { path: name, error })?;
+    Ok(if args.json { report.json() } else { report.text() })
 }

@@ -20,7 +20,7 @@ pub enum Command {
     Run(RunArgs),
     /// Validate rule files; with --dsn also against the live schema. Exit 1 on any problem.
     Check(check::CheckArgs),
-    /// Show what a statement becomes under the rules, as a diff.
+    /// Show what a statement (or a file of them, --file) becomes under the rules.
     Explain(explain::ExplainArgs),
 }
 

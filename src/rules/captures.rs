@@ -209,6 +209,11 @@ impl Captures {
         self.rows.keys().any(|id| id.table.eq_ignore_ascii_case(table))
     }
 
+    /// Every captured row, in the window or not (`thaw explain`).
+    pub fn rows(&self) -> impl Iterator<Item = (&RowId, &CapturedRow)> {
+        self.rows.iter()
+    }
+
     pub fn window(&self) -> impl Iterator<Item = (&RowId, &CapturedRow)> {
         self.rows.iter().filter(|(_, r)| r.in_window())
     }

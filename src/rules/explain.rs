@@ -8,14 +8,7 @@ pub fn explain(rules: &RuleSet, sql: &str, ctx: &PlanContext<'_>) -> String {
     let mut out = String::new();
     match rules.plan(sql, ctx) {
         Plan::Forward => {
-            let why = if rules.is_empty() {
-                "no rules are loaded"
-            } else if !rules.is_candidate(sql) {
-                "it names no governed table together with UPDATE or a lock clause"
-            } else {
-                "it is not a statement the rules govern (or it does not parse)"
-            };
-            let _ = writeln!(out, "forward unchanged: {why}");
+            let _ = writeln!(out, "forward unchanged: {}", forward_reason(rules, sql));
         }
         Plan::Unhandled { table, fingerprint, reason } => {
             let _ = writeln!(out, "forward unchanged and log (table {table}): {reason}");
@@ -62,6 +55,17 @@ pub fn explain(rules: &RuleSet, sql: &str, ctx: &PlanContext<'_>) -> String {
         }
     }
     out
+}
+
+/// Why the planner left `sql` alone (its plan was [`Plan::Forward`]).
+pub fn forward_reason(rules: &RuleSet, sql: &str) -> &'static str {
+    if rules.is_empty() {
+        "no rules are loaded"
+    } else if !rules.is_candidate(sql) {
+        "it names no governed table together with UPDATE or a lock clause"
+    } else {
+        "it is not a statement the rules govern (or it does not parse)"
+    }
 }
 
 /// Unified-style line diff (`-`/`+`/` `), by longest common subsequence.

@@ -10,7 +10,9 @@
 //! matcher and rewriter), `captures`, `fingerprint`, `explain`.
 mod captures;
 mod config;
+pub mod decide;
 mod decimal;
+pub mod defer;
 mod explain;
 mod fingerprint;
 mod guard;
@@ -24,9 +26,11 @@ mod splice;
 
 use std::path::Path;
 
+pub use captures::types as column_types;
 pub use captures::{CaptureSpec, CaptureUpdate, CapturedRow, Captures, ColMeta, RowId, Seen, canonical_key, same_value};
 pub use config::{ColumnClass, RuleMode, TableRule, UnhandledPolicy, ViolationPolicy, render_message};
-pub use explain::{check, explain};
+pub(crate) use explain::diff;
+pub use explain::{check, explain, forward_reason};
 pub use fingerprint::fingerprint;
 pub use guard::{Invariant, quote_ident as guard_ident};
 pub use pattern::StatementPattern;
@@ -113,6 +117,18 @@ pub enum Action {
     Delta,
     /// A keyed UPDATE that needs no change (last-writer-wins columns only).
     Pass,
+}
+
+impl Action {
+    /// As metrics and `thaw explain` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Unlock => "unlock",
+            Action::Guard => "guard",
+            Action::Delta => "delta",
+            Action::Pass => "pass",
+        }
+    }
 }
 
 /// An error to return to the client.

@@ -4,7 +4,7 @@
 //! else is validated first (re-lock the rows and compare; see
 //! `session::validate`). This module decides; it runs nothing.
 use super::plan::find_key;
-use super::{Captures, Plan, RuleSet};
+use super::{Captures, Plan, Rewrite, RuleSet};
 use crate::sql::{Classified, Shape, WriteKind};
 use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
 
@@ -62,6 +62,32 @@ pub fn window_gate(rules: &RuleSet, plan: &Plan, class: &Classified, captures: &
             }
             tracked_read(rules, class, &linked).err()
         }
+    }
+}
+
+/// After a statement ran: one thaw did not plan, or planned without proving
+/// it safe, may have changed captured rows, whose last-seen values are then
+/// no longer known (a write to them is validated first). `class` is what
+/// the session read of the statement (only while captures existed).
+pub fn forget_unproven(rules: &RuleSet, rewrite: Option<&Rewrite>, class: Option<&Classified>, captures: &mut Captures) {
+    if rewrite.is_some_and(|rw| rw.proven) || captures.is_empty() {
+        return;
+    }
+    let Some(class) = class else { return };
+    match &class.shape {
+        Shape::Unknown(_) => {
+            for t in rules.tables() {
+                captures.mark_uncertain(None, &t.table);
+            }
+        }
+        // A new row: nothing captured changed (a duplicate key is an error).
+        Shape::Write { kind: WriteKind::Insert { values_only: true }, target } if !rules.tables().any(|t| t.links(&target.name)) => {}
+        Shape::Write { target, .. } => {
+            for t in rules.tables().filter(|t| t.table.eq_ignore_ascii_case(&target.name) || t.links(&target.name)) {
+                captures.mark_uncertain(None, &t.table);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -185,6 +211,27 @@ mod tests {
         ] {
             assert!(gate(sql).is_some(), "{sql}");
         }
+    }
+
+    #[test]
+    fn unproven_writes_forget_what_they_may_have_changed() {
+        let r = rules();
+        let class = |sql: &str| classify(sql.as_bytes(), Modes::default());
+        let id = window().id("db", "users", "8");
+        let uncertain = |sql: &str| {
+            let mut c = window();
+            c.set_protected(&id);
+            forget_unproven(&r, None, Some(&class(sql)), &mut c);
+            c.get(&id).unwrap().uncertain
+        };
+        assert!(uncertain("UPDATE users SET balance = 0 WHERE id = 9"));
+        assert!(uncertain("INSERT INTO ledger (uid) VALUES (8)"), "a trigger table");
+        assert!(uncertain("CALL credit(8)"));
+        assert!(!uncertain("INSERT INTO logs (uid) VALUES (8)"));
+        assert!(!uncertain("SELECT balance FROM users WHERE id = 8"));
+        let mut c = window();
+        forget_unproven(&r, None, None, &mut c);
+        assert!(!c.get(&id).unwrap().uncertain, "no class: the statement ran before any capture");
     }
 
     #[test]

@@ -27,46 +27,23 @@ use super::response::RelayOpts;
 use super::validate::deadlock;
 use crate::ops::metrics::labels;
 use crate::rules::plan::hex_literal;
-use crate::rules::{Action, ErrorResponse, Rewrite, RowId, ViolationCheck, ViolationResponse};
-use crate::sql::{Classified, Shape, TxControl, WriteKind};
+use crate::rules::{ErrorResponse, Rewrite, ViolationCheck, ViolationResponse};
+use crate::sql::{Classified, TxControl};
 use crate::wire::packets::{self, put_lenenc_int, put_lenenc_str};
 use crate::wire::response::Expect;
-use sqlparser::ast::{Expr, visit_expressions};
-use std::ops::ControlFlow;
 
-/// Writes held per transaction; more are sent as they come.
-const MAX_DEFERRED: usize = 16;
+pub use crate::rules::defer::Deferred;
+
 const SIGNAL_PREFIX: &str = "thaw-deferred-";
 const ROW_CHANGED: &str = "thaw: Deadlock found when trying to get lock; the row changed since it was read; try restarting transaction";
 
-/// A guarded write answered and held back.
-#[derive(Debug, Clone)]
-pub struct Deferred {
-    pub sql: String,
-    pub rule: String,
-    pub violation: Option<ViolationCheck>,
-    pub row: Option<RowId>,
-}
-
 impl Session {
-    /// `rw` may be answered now and sent with COMMIT.
+    /// `rw` may be answered now and sent with COMMIT (`rules::defer::may_defer`).
     pub(super) fn may_defer(&self, rw: &Rewrite, multi: bool) -> bool {
-        let rule_says = self.live.rules.table(&rw.table).is_some_and(|t| t.defer_writes);
-        let answerable = rw.violation.as_ref().is_some_and(|v| matches!(v.response, ViolationResponse::Error { .. }));
-        rule_says
-            && answerable
-            && rw.deferrable
-            && rw.proven
-            && matches!(rw.action, Action::Delta | Action::Guard)
-            && !multi
-            && self.state.mariadb
-            && self.state.in_transaction()
-            // A COMMIT that chains or releases does more than the block's COMMIT.
-            && self.state.completion_type.eq_ignore_ascii_case("NO_CHAIN")
+        let s = &self.state;
+        crate::rules::defer::may_defer(&self.live.rules, rw, multi, s.mariadb, s.in_transaction(), &s.completion_type, &self.txn.deferred)
             // thaw's OK could not carry the transaction state the server's would.
-            && !(self.state.tracks_transactions && self.state.session_track())
-            && self.txn.deferred.len() < MAX_DEFERRED
-            && !self.txn.deferred.iter().any(|d| d.row == rw.row)
+            && !(s.tracks_transactions && s.session_track())
     }
 
     /// Hold `rw` back when [`may_defer`](Self::may_defer) says so and its
@@ -113,49 +90,16 @@ impl Session {
         ok.extend_from_slice(&0u16.to_le_bytes());
         put_lenenc_str(&mut ok, b"Rows matched: 1  Changed: 1  Warnings: 0");
         self.txn.captures.apply(&rw.on_success);
-        self.txn.deferred.push(Deferred {
-            sql: rw.sql.clone(),
-            rule: rw.rule.clone(),
-            violation: rw.violation.clone(),
-            row: rw.row.clone(),
-        });
+        self.txn.deferred.push(Deferred::of(rw));
         self.shared.metrics.deferred_writes.get_or_create(&labels([("rule", rw.rule.clone())])).inc();
         self.txn.held_last = true;
         self.client.send(&ok).await?;
         Ok(self.client.flush().await?)
     }
 
-    /// Why the held writes must reach the server before this statement, or
-    /// `None` when it cannot observe or depend on them: an INSERT of plain
-    /// values into a table no rule governs or links, or a read of no table
-    /// at all. What reads the last statement's results (ROW_COUNT(),
-    /// FOUND_ROWS(), SHOW WARNINGS, @@warning_count) needs them only right
-    /// after the held write: after a later statement it reads that one's, as
-    /// direct. COMMIT and ROLLBACK are handled by the caller.
+    /// Why the held writes must reach the server before this statement (`rules::defer::flush_cause`).
     pub(super) fn flush_cause(&self, ctl: &TxControl, class: Option<&Classified>, sql: &[u8]) -> Option<&'static str> {
-        match ctl {
-            TxControl::None => {}
-            TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_) => return Some("savepoint"),
-            TxControl::Begin | TxControl::Commit { .. } | TxControl::Xa { .. } => return Some("commit"),
-            TxControl::Rollback { .. } => return None,
-        }
-        if reads_diagnostics(sql) || class.is_some_and(reads_session_state) {
-            return self.txn.held_last.then_some("session_state");
-        }
-        let Some(class) = class else { return Some("statement") };
-        match &class.shape {
-            Shape::Write { target, kind: WriteKind::Insert { values_only: true } }
-                if self.live.rules.table(&target.name).is_none() && !self.live.rules.tables().any(|t| t.links(&target.name)) =>
-            {
-                None
-            }
-            Shape::Write { target, .. } if self.live.rules.table(&target.name).is_some() => Some("write"),
-            // A read of no table cannot see a held row (a trigger the held
-            // write fires may have written any other table).
-            Shape::Read { locking: false } if class.relations.is_empty() => None,
-            Shape::Read { .. } => Some("read"),
-            _ => Some("statement"),
-        }
+        crate::rules::defer::flush_cause(&self.live.rules, ctl, class, sql, self.txn.held_last)
     }
 
     /// Send the held writes, in order. `Ok(false)`: one failed; the
@@ -283,31 +227,6 @@ impl Session {
         };
         self.abort_transaction(error).await
     }
-}
-
-/// SHOW WARNINGS / ERRORS / COUNT(*) WARNINGS, GET DIAGNOSTICS, or a read
-/// of @@warning_count / @@error_count: the last statement's diagnostics.
-fn reads_diagnostics(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    let first = crate::retry::record::first_keyword(sql);
-    (first == "SHOW" && (text.contains("warnings") || text.contains("errors")))
-        || (first == "GET" && text.contains("diagnostics"))
-        || text.contains("warning_count")
-        || text.contains("error_count")
-}
-
-/// The statement calls a function that reads the last statement's
-/// results (ROW_COUNT(), FOUND_ROWS()).
-fn reads_session_state(class: &Classified) -> bool {
-    let Some(stmt) = &class.stmt else { return true };
-    visit_expressions(stmt, |e| match e {
-        Expr::Function(f) => {
-            let name = f.name.0.last().and_then(|p| p.as_ident()).map(|i| i.value.to_ascii_lowercase()).unwrap_or_default();
-            if matches!(name.as_str(), "row_count" | "found_rows") { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
-        }
-        _ => ControlFlow::Continue(()),
-    })
-    .is_break()
 }
 
 fn sqlstate_of(e: &packets::ErrInfo) -> String {

@@ -2,7 +2,7 @@
 //! handshake, then relay commands until either side goes away.
 pub mod backend;
 pub mod budget;
-mod capture;
+pub(crate) mod capture;
 pub mod client_tls;
 mod command;
 pub mod compress;
@@ -15,7 +15,7 @@ mod recover;
 mod response;
 pub mod state;
 mod stream;
-mod txn;
+pub(crate) mod txn;
 mod validate;
 
 use crate::config::Config;

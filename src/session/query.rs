@@ -311,23 +311,7 @@ impl Session {
     /// A statement thaw did not plan may have changed captured rows: their
     /// last-seen values are no longer known.
     pub(super) fn forget_what_it_may_have_written(&mut self, class: Option<&sql::Classified>) {
-        let Some(class) = class else { return };
-        match &class.shape {
-            Shape::Unknown(_) => {
-                for t in self.live.rules.tables() {
-                    self.txn.captures.mark_uncertain(None, &t.table);
-                }
-            }
-            // A new row: nothing captured changed (a duplicate key is an error).
-            Shape::Write { kind: sql::WriteKind::Insert { values_only: true }, target }
-                if !self.live.rules.tables().any(|t| t.links(&target.name)) => {}
-            Shape::Write { target, .. } => {
-                for t in self.live.rules.tables().filter(|t| t.table.eq_ignore_ascii_case(&target.name) || t.links(&target.name)) {
-                    self.txn.captures.mark_uncertain(None, &t.table);
-                }
-            }
-            _ => {}
-        }
+        crate::rules::safety::forget_unproven(&self.live.rules, None, class, &mut self.txn.captures);
     }
 
     /// A result showed the app a concurrent change the locked flow would

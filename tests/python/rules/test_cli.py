@@ -7,6 +7,7 @@ explain: the plan and diff printed for the legacy app's statements.
 """
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import textwrap
@@ -546,3 +547,34 @@ def test_explain_select_1_forward_unchanged():
     out = explain("SELECT 1").stdout
     assert out == "forward unchanged: it names no governed table together with UPDATE or a lock clause\n", out
     assert "\n+" not in out and "\n-" not in out, out
+
+
+def test_explain_file_json_follows_the_transaction(tmp_path):
+    # One transaction of the legacy freeze, rows given for its read: the
+    # absolute write becomes relative because the read was captured.
+    trace = tmp_path / "freeze.sql"
+    trace.write_text(textwrap.dedent("""\
+        BEGIN;
+        SELECT users.* FROM users WHERE users.id = 8 FOR UPDATE;
+        -- rows: [{"id": 8, "username": "bob", "balance": 5000, "frozen_balance": 616, "updated_at": null}]
+        UPDATE users SET frozen_balance=1232, updated_at=now() WHERE users.id = 8;
+        COMMIT;
+    """))
+    report = json.loads(explain("--file", str(trace), "--json").stdout)
+    steps = report["statements"]
+    assert report["format"] == "statements"
+    assert [s["plan"]["kind"] for s in steps] == ["not_planned", "rewrite", "rewrite", "forward"]
+    assert [s["plan"].get("action") for s in steps[1:3]] == ["unlock", "delta"]
+    assert [s["session"]["decision"] for s in steps] == ["send"] * 4
+    assert steps[1]["after"]["captures"][0]["values"] == {"balance": "5000", "frozen_balance": "616", "username": "bob"}
+    assert steps[2]["after"]["captures"][0]["values"]["frozen_balance"] == "1232"
+    assert steps[3]["after"] == {"transaction": "idle", "autocommit": False, "window": False, "captures": []}
+
+
+def test_explain_file_reports_a_bad_rows_annotation():
+    r = subprocess.run(
+        [thaw_bin(), "explain", "--rules", BILLING_RULES, "--file", "-"], capture_output=True, text=True,
+        timeout=RUN_TIMEOUT, input="SELECT 1;\n-- rows: {\"id\": 8}\n", cwd=str(REPO_ROOT),
+    )
+    assert r.returncode != 0
+    assert "-: line 2: `-- rows:` expects a JSON array of objects" in r.stderr, r.stderr
