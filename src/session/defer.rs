@@ -70,7 +70,9 @@ impl Session {
         let mut ok = vec![packets::OK];
         put_lenenc_int(&mut ok, 1);
         put_lenenc_int(&mut ok, 0);
-        ok.extend_from_slice(&self.state.status.to_le_bytes());
+        // The last response's status, less what described that statement only
+        // (a table scan before the write flags NO_INDEX_USED; the UPDATE by key is not).
+        ok.extend_from_slice(&(self.state.status & packets::status::SESSION).to_le_bytes());
         ok.extend_from_slice(&0u16.to_le_bytes());
         put_lenenc_str(&mut ok, b"Rows matched: 1  Changed: 1  Warnings: 0");
         self.txn.captures.apply(&rw.on_success);
@@ -186,7 +188,7 @@ impl Session {
             self.shared.metrics.deferred_committed.inc_by(writes.len() as u64);
             // The answer to the app's COMMIT: nothing affected, the status after it.
             let mut ok = vec![packets::OK, 0, 0];
-            ok.extend_from_slice(&self.state.status.to_le_bytes());
+            ok.extend_from_slice(&(self.state.status & packets::status::SESSION).to_le_bytes());
             ok.extend_from_slice(&0u16.to_le_bytes());
             self.client.send(&ok).await?;
             self.client.flush().await?;
