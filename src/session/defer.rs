@@ -7,8 +7,10 @@
 //!
 //! ```sql
 //! BEGIN NOT ATOMIC
+//!   BEGIN DECLARE EXIT HANDLER FOR 1690 SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = 'thaw-deferred-1';
 //!   <guarded UPDATE 1>
 //!   ; IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = 'thaw-deferred-1'; END IF;
+//!   END;
 //!   COMMIT;
 //! END
 //! ```
@@ -167,16 +169,7 @@ impl Session {
     /// COMMIT with held writes: one compound statement (module docs).
     pub(super) async fn commit_deferred(&mut self, ctl: &TxControl, packet: &[u8]) -> Result<(), SessionError> {
         let writes = std::mem::take(&mut self.txn.deferred);
-        let mut block = String::from("BEGIN NOT ATOMIC\n");
-        for (i, w) in writes.iter().enumerate() {
-            // The newline ends a `-- comment` the app's statement may end with.
-            block.push_str(&w.sql);
-            block.push_str(&format!(
-                "\n; IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = '{SIGNAL_PREFIX}{}'; END IF;\n",
-                i + 1
-            ));
-        }
-        block.push_str("COMMIT;\nEND");
+        let block = compound(writes.iter().map(|w| w.sql.as_str()));
         let mut payload = vec![cmd::QUERY];
         payload.extend_from_slice(block.as_bytes());
         // A lock wait that rolls back only the statement rolls back one
@@ -234,6 +227,24 @@ impl Session {
     }
 }
 
+/// The compound statement of the held writes and COMMIT (module docs).
+/// Each write is in its own block whose handler turns 1690 into the
+/// write's SIGNAL: a guard over UNSIGNED columns fails by overflowing, not
+/// by matching no row, and the exists check then tells a violation from a
+/// vanished row, as it does for a write sent at once.
+fn compound<'a>(writes: impl Iterator<Item = &'a str>) -> String {
+    let mut block = String::from("BEGIN NOT ATOMIC\n");
+    for (i, sql) in writes.enumerate() {
+        let signal = format!("SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = '{SIGNAL_PREFIX}{}'", i + 1);
+        block.push_str(&format!("BEGIN DECLARE EXIT HANDLER FOR 1690 {signal};\n"));
+        // The newline ends a `-- comment` the app's statement may end with.
+        block.push_str(sql);
+        block.push_str(&format!("\n; IF ROW_COUNT() <> 1 THEN {signal}; END IF;\nEND;\n"));
+    }
+    block.push_str("COMMIT;\nEND");
+    block
+}
+
 /// The statement calls a function that reads what a held write would
 /// change in the session (ROW_COUNT(), FOUND_ROWS(), LAST_INSERT_ID()), or
 /// reads a table through a subquery.
@@ -256,4 +267,20 @@ fn reads_session_state(class: &Classified) -> bool {
 
 fn sqlstate_of(e: &packets::ErrInfo) -> String {
     e.sqlstate.map_or_else(|| "HY000".to_string(), |s| String::from_utf8_lossy(&s).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compound_numbers_each_write_and_commits_last() {
+        let b = compound(["UPDATE a SET x = x + 1 WHERE id = 1 -- app", "UPDATE a SET x = x + 2 WHERE id = 2"].into_iter());
+        assert!(b.starts_with("BEGIN NOT ATOMIC\nBEGIN DECLARE EXIT HANDLER FOR 1690 SIGNAL"), "{b}");
+        // The app's trailing comment is ended before thaw's text goes on.
+        assert!(b.contains("-- app\n; IF ROW_COUNT() <> 1 THEN SIGNAL"), "{b}");
+        assert_eq!(b.matches("MESSAGE_TEXT = 'thaw-deferred-1'").count(), 2, "{b}");
+        assert_eq!(b.matches("MESSAGE_TEXT = 'thaw-deferred-2'").count(), 2, "{b}");
+        assert!(b.ends_with("END;\nCOMMIT;\nEND"), "{b}");
+    }
 }
