@@ -53,7 +53,9 @@ impl Session {
     /// `rw` may be answered now and sent with COMMIT.
     pub(super) fn may_defer(&self, rw: &Rewrite, multi: bool) -> bool {
         let rule_says = self.live.rules.table(&rw.table).is_some_and(|t| t.defer_writes);
-        let answerable = rw.violation.as_ref().is_some_and(|v| matches!(v.response, ViolationResponse::Error { .. }));
+        // `rollback: false` promises the app its transaction goes on after a
+        // violation told at the UPDATE; told at COMMIT, it cannot.
+        let answerable = rw.violation.as_ref().is_some_and(|v| matches!(v.response, ViolationResponse::Error { rollback: true, .. }));
         rule_says
             && answerable
             && rw.deferrable
