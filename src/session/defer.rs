@@ -64,6 +64,9 @@ impl Session {
             && !multi
             && self.state.mariadb
             && self.state.in_transaction()
+            // The server refuses a write in a read-only transaction (1792): the
+            // app must hear it at the UPDATE, not at COMMIT.
+            && self.state.status & packets::status::IN_TRANS_READONLY == 0
             && self.txn.deferred.len() < MAX_DEFERRED
             && !self.txn.deferred.iter().any(|d| d.row == rw.row)
     }
