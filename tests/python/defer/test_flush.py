@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from defer.support import Counters, assert_same, flushes_by_cause, run_all, wire_app
+from defer.support import Counters, assert_same, defect, flushes_by_cause, run_all, wire_app
 from safety.harness import Env, std_setup
 
 READ_USER = "SELECT id, balance, frozen_balance FROM users WHERE id = 1 FOR UPDATE"
@@ -165,3 +165,23 @@ def test_autocommit_with_begin_is_deferred(endpoints, thaws):
 def test_other_ends_of_the_transaction_send_the_write_first(endpoints, thaws, end):
     d = differential(endpoints, thaws, freeze_then(end=end))
     assert d["writes"] == 1 and d["flushes"] == 1 and d["committed"] == 0, d
+
+
+@defect("flush_deferred reads rows matched from the info string, which lc_messages translates: an"
+        " unreadable count is taken for a failed guard, and a write that succeeded is reported as a violation")
+def test_flush_in_the_sessions_language(endpoints, thaws):
+    def scenario(env: Env, db: str):
+        app = wire_app(env)
+        app.q("SET SESSION lc_messages = 'de_DE'")
+        app.q("BEGIN")
+        (row,) = app.q(READ_USER)
+        app.q(f"UPDATE users SET frozen_balance = {row[2] + 50} WHERE id = 1")
+        app.try_q("SELECT balance, frozen_balance FROM users WHERE id = 1")
+        app.try_q("COMMIT")
+        app.q("SELECT id, balance, frozen_balance FROM users ORDER BY id")
+        return "done"
+
+    c = Counters(thaws.defer.admin_port)
+    outs = run_all(scenario, std_setup(), endpoints)
+    assert c.delta()["writes"] == 1, c.delta()
+    assert_same(outs)

@@ -94,3 +94,14 @@ def test_two_rows_one_commit(endpoints, thaws):
     outs = run_all(scenario, std_setup(), endpoints)
     assert c.delta() == {"writes": 2, "flushes": 1, "committed": 1, "violations": 0}, c.delta()
     assert_same(outs)
+
+
+@defect("the made-up OK's info string is English; the server's follows lc_messages")
+def test_update_ok_in_the_sessions_language(endpoints, thaws):
+    """`lc_messages` translates the UPDATE's info string ("Datensätze
+    gefunden: 1  Geändert: 1  Warnungen: 0" in German)."""
+    c = Counters(thaws.defer.admin_port)
+    outs = run_all(legacy_freeze(write=FREEZE, begin=True, before_write="SET SESSION lc_messages = 'de_DE'"),
+                   std_setup(), endpoints)
+    assert c.delta()["writes"] == 1, c.delta()
+    assert_same(outs)
