@@ -105,3 +105,20 @@ def test_update_ok_in_the_sessions_language(endpoints, thaws):
                    std_setup(), endpoints)
     assert c.delta()["writes"] == 1, c.delta()
     assert_same(outs)
+
+
+@pytest.mark.parametrize("tracker", [
+    pytest.param("session_track_transaction_info = 'STATE'",
+                 marks=defect("the server's OK says SESSION_STATE_CHANGED with the transaction state (I___W___);"
+                              " the made-up one says nothing")),
+    "session_track_state_change = ON",
+])
+def test_update_ok_with_session_tracking(endpoints, thaws, tracker):
+    """A client with CLIENT_SESSION_TRACK (a load balancer or router asks
+    for the transaction state): the server's UPDATE OK may carry a state
+    change; the made-up one must carry the same."""
+    c = Counters(thaws.defer.admin_port)
+    outs = run_all(legacy_freeze(write=FREEZE, begin=True, client_flag=SESSION_TRACK, before_write=f"SET SESSION {tracker}"),
+                   std_setup(), endpoints)
+    assert c.delta()["writes"] == 1, c.delta()
+    assert_same(outs)
