@@ -87,6 +87,7 @@ start_thaw() { # name -> sets PORT_<name>, ADMIN_<name>
     done
     printf -v "PORT_$1" '%s' "$port"
     printf -v "ADMIN_$1" '%s' "$admin"
+    printf -v "PID_$1" '%s' "$!"
 }
 start_thaw plain
 start_thaw defer
@@ -109,13 +110,26 @@ FLOWS=(legacy-defer legacy-thaw handfix-direct handfix-thaw)
 flow_script() { case "$1" in legacy-*) echo hotrow_legacy.lua ;; *) echo hotrow_handfix.lua ;; esac; }
 flow_port() { case "$1" in legacy-defer) echo "$PORT_defer" ;; *-thaw) echo "$PORT_plain" ;; *-direct) echo "$DB_PORT" ;; esac; }
 
+# CPU seconds (user + system) a process has used: where a flow's time goes
+# on a machine whose cores the client, thaw and MariaDB share.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+MARIADB_PID="$(pgrep -o -x mariadbd || true)"
+flow_thaw_pid() { case "$1" in legacy-defer) echo "$PID_defer" ;; *-thaw) echo "$PID_plain" ;; *) echo "" ;; esac; }
+
 run_flow() { # flow threads round
-    local out="$WORK/$1.t$2.r$3.txt"
+    local out="$WORK/$1.t$2.r$3.txt" tpid db0 t0
     fresh_schema
+    tpid="$(flow_thaw_pid "$1")"
+    t0="$( [ -n "$tpid" ] && cpu_s "$tpid" || echo 0)"
+    db0="$( [ -n "$MARIADB_PID" ] && cpu_s "$MARIADB_PID" || echo 0)"
     LUA_PATH="$ROOT/bench/?.lua;;" sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$(flow_port "$1")" \
         --mysql-user=root --mysql-password= --mysql-db="$DB" --db-ps-mode=disable \
         --mysql-ignore-errors=1205,1213 --threads="$2" --time="$BENCH_TIME" --warmup-time="$WARMUP" \
         "$ROOT/bench/$(flow_script "$1")" run >"$out" 2>&1 || { cat "$out" >&2; die "sysbench $1 ($2 threads) failed"; }
+    # (warm-up included: the counts below are of the measured part only, so
+    # the per-transaction CPU is an upper bound)
+    echo "cpu thaw=$(awk -v a="$t0" -v b="$( [ -n "$tpid" ] && cpu_s "$tpid" || echo 0)" 'BEGIN { print b - a }')" \
+        "mariadb=$(awk -v a="$db0" -v b="$( [ -n "$MARIADB_PID" ] && cpu_s "$MARIADB_PID" || echo 0)" 'BEGIN { print b - a }')" >>"$out"
     local frozen logs
     frozen="$(mysql_q "SELECT frozen_balance FROM $DB.users WHERE id = 1")"
     logs="$(mysql_q "SELECT COUNT(*) FROM $DB.freeze_logs")"
@@ -163,6 +177,24 @@ for flow, label in flows:
         every = " / ".join(f"{r[0]:.0f}" for r in rs)
         cells.append(f"**{m:.0f}** ({every}; p95 {statistics.median(r[2] for r in rs):.1f} ms"
                      + (f"; {errs} ignored errors" if errs else "") + ")")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+print()
+print("CPU per transaction in microseconds, thaw + MariaDB (median run; the warm-up is included, and MariaDB's figure is the whole server's, shared with other work: upper bounds):")
+print()
+print("| flow | " + " | ".join(f"{t} threads" for t in threads) + " |")
+print("|---|" + "---:|" * len(threads))
+for flow, label in flows:
+    cells = []
+    for t in threads:
+        per = []
+        for p in sorted(work.glob(f"{flow}.t{t}.r*.txt")):
+            text = p.read_text()
+            n = int(re.search(r"transactions:\s+(\d+)", text).group(1))
+            m = re.search(r"cpu thaw=([\d.]+) mariadb=([\d.]+)", text)
+            per.append((float(m.group(1)) / n * 1e6, float(m.group(2)) / n * 1e6))
+        per.sort(key=lambda x: x[0] + x[1])
+        th, db = per[len(per) // 2]
+        cells.append(f"{th:.0f} + {db:.0f}")
     print(f"| {label} | " + " | ".join(cells) + " |")
 print()
 print("| ratio of medians | " + " | ".join(f"{t} threads" for t in threads) + " |")
