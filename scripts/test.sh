@@ -136,6 +136,19 @@ case $rc in
     *) die "pytest failed (exit $rc)" ;;
 esac
 
+# The safety suite once more with defer_writes: true on every rule: held-back
+# writes must keep every guarantee (tests/python/safety/deferral.py).
+phase "pytest tests/python/safety with defer_writes (THAW_SAFETY_DEFER=1)"
+set +e
+THAW_SAFETY_DEFER=1 .venv/bin/python -m pytest tests/python/safety -q "$@"
+rc=$?
+set -e
+case $rc in
+    0) ;;
+    5) die "pytest (safety, defer_writes) collected no tests" ;;
+    *) die "pytest (safety, defer_writes) failed (exit $rc)" ;;
+esac
+
 # ---------------------------------------------------------------- deployment
 phase "deployment artefacts (scripts/lint-deploy.sh)"
 bash scripts/lint-deploy.sh || die "lint-deploy failed"

@@ -41,7 +41,9 @@ pub fn may_defer(
     held: &[Deferred],
 ) -> bool {
     let rule_says = rules.table(&rw.table).is_some_and(|t| t.defer_writes);
-    let answerable = rw.violation.as_ref().is_some_and(|v| matches!(v.response, ViolationResponse::Error { .. }));
+    // `rollback: false` promises the app its transaction goes on after a
+    // violation told at the UPDATE; told at COMMIT, it cannot.
+    let answerable = rw.violation.as_ref().is_some_and(|v| matches!(v.response, ViolationResponse::Error { rollback: true, .. }));
     rule_says
         && answerable
         && rw.deferrable

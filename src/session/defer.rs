@@ -7,8 +7,10 @@
 //!
 //! ```sql
 //! BEGIN NOT ATOMIC
+//!   BEGIN DECLARE EXIT HANDLER FOR 1690 SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = 'thaw-deferred-1';
 //!   <guarded UPDATE 1>
 //!   ; IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = 'thaw-deferred-1'; END IF;
+//!   END;
 //!   COMMIT;
 //! END
 //! ```
@@ -44,6 +46,9 @@ impl Session {
         crate::rules::defer::may_defer(&self.live.rules, rw, multi, s.mariadb, s.in_transaction(), &s.completion_type, &self.txn.deferred)
             // thaw's OK could not carry the transaction state the server's would.
             && !(s.tracks_transactions && s.session_track())
+            // The server refuses a write in a read-only transaction (1792): the
+            // app must hear it at the UPDATE, not at COMMIT.
+            && s.status & packets::status::IN_TRANS_READONLY == 0
     }
 
     /// Hold `rw` back when [`may_defer`](Self::may_defer) says so and its
@@ -86,7 +91,9 @@ impl Session {
         let mut ok = vec![packets::OK];
         put_lenenc_int(&mut ok, 1);
         put_lenenc_int(&mut ok, 0);
-        ok.extend_from_slice(&self.state.status.to_le_bytes());
+        // The last response's status, less what described that statement only
+        // (a table scan before the write flags NO_INDEX_USED; the UPDATE by key is not).
+        ok.extend_from_slice(&(self.state.status & packets::status::SESSION).to_le_bytes());
         ok.extend_from_slice(&0u16.to_le_bytes());
         put_lenenc_str(&mut ok, b"Rows matched: 1  Changed: 1  Warnings: 0");
         self.txn.captures.apply(&rw.on_success);
@@ -145,17 +152,7 @@ impl Session {
     /// COMMIT with held writes: one compound statement (module docs).
     pub(super) async fn commit_deferred(&mut self, ctl: &TxControl, packet: &[u8]) -> Result<(), SessionError> {
         let writes = std::mem::take(&mut self.txn.deferred);
-        let mut block = String::from("BEGIN NOT ATOMIC\n");
-        for (i, w) in writes.iter().enumerate() {
-            // The newline ends a `-- comment` the app's statement may end
-            // with; a trailing `;` would make an empty statement.
-            block.push_str(w.sql.trim_end_matches(|c: char| c == ';' || c.is_ascii_whitespace()));
-            block.push_str(&format!(
-                "\n; IF ROW_COUNT() <> 1 THEN SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = '{SIGNAL_PREFIX}{}'; END IF;\n",
-                i + 1
-            ));
-        }
-        block.push_str("COMMIT;\nEND");
+        let block = compound(writes.iter().map(|w| w.sql.as_str()));
         let mut payload = vec![cmd::QUERY];
         payload.extend_from_slice(block.as_bytes());
         // A lock wait that rolls back only the statement rolls back one
@@ -167,7 +164,7 @@ impl Session {
             self.shared.metrics.deferred_committed.inc_by(writes.len() as u64);
             // The answer to the app's COMMIT: nothing affected, the status after it.
             let mut ok = vec![packets::OK, 0, 0];
-            ok.extend_from_slice(&self.state.status.to_le_bytes());
+            ok.extend_from_slice(&(self.state.status & packets::status::SESSION).to_le_bytes());
             ok.extend_from_slice(&0u16.to_le_bytes());
             self.client.send(&ok).await?;
             self.client.flush().await?;
@@ -229,6 +226,41 @@ impl Session {
     }
 }
 
+/// The compound statement of the held writes and COMMIT (module docs).
+/// Each write is in its own block whose handler turns 1690 into the
+/// write's SIGNAL: a guard over UNSIGNED columns fails by overflowing, not
+/// by matching no row, and the exists check then tells a violation from a
+/// vanished row, as it does for a write sent at once.
+fn compound<'a>(writes: impl Iterator<Item = &'a str>) -> String {
+    let mut block = String::from("BEGIN NOT ATOMIC\n");
+    for (i, sql) in writes.enumerate() {
+        let signal = format!("SIGNAL SQLSTATE '45000' SET MYSQL_ERRNO = 1644, MESSAGE_TEXT = '{SIGNAL_PREFIX}{}'", i + 1);
+        block.push_str(&format!("BEGIN DECLARE EXIT HANDLER FOR 1690 {signal};\n"));
+        // The newline ends a `-- comment` the app's statement may end
+        // with; a trailing `;` would make an empty statement.
+        block.push_str(sql.trim_end_matches(|c: char| c == ';' || c.is_ascii_whitespace()));
+        block.push_str(&format!("\n; IF ROW_COUNT() <> 1 THEN {signal}; END IF;\nEND;\n"));
+    }
+    block.push_str("COMMIT;\nEND");
+    block
+}
+
 fn sqlstate_of(e: &packets::ErrInfo) -> String {
     e.sqlstate.map_or_else(|| "HY000".to_string(), |s| String::from_utf8_lossy(&s).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compound_numbers_each_write_and_commits_last() {
+        let b = compound(["UPDATE a SET x = x + 1 WHERE id = 1 -- app", "UPDATE a SET x = x + 2 WHERE id = 2"].into_iter());
+        assert!(b.starts_with("BEGIN NOT ATOMIC\nBEGIN DECLARE EXIT HANDLER FOR 1690 SIGNAL"), "{b}");
+        // The app's trailing comment is ended before thaw's text goes on.
+        assert!(b.contains("-- app\n; IF ROW_COUNT() <> 1 THEN SIGNAL"), "{b}");
+        assert_eq!(b.matches("MESSAGE_TEXT = 'thaw-deferred-1'").count(), 2, "{b}");
+        assert_eq!(b.matches("MESSAGE_TEXT = 'thaw-deferred-2'").count(), 2, "{b}");
+        assert!(b.ends_with("END;\nCOMMIT;\nEND"), "{b}");
+    }
 }

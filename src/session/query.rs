@@ -407,11 +407,23 @@ impl Session {
     }
 }
 
-/// "Rows matched: 1  Changed: 0  Warnings: 0" → 1.
+/// "Rows matched: 1  Changed: 0  Warnings: 0" → 1. The server writes this
+/// string in the session's `lc_messages` ("Datensätze gefunden: 1  Geändert:
+/// 0  Warnungen: 0"); every translation keeps the three counts in this
+/// order, so the first of exactly three numbers is rows matched. MariaDB
+/// sends the string length-prefixed even without CLIENT_SESSION_TRACK, so
+/// `info` may still hold the prefix (0x33, an ASCII '3', for the German one).
 pub(super) fn rows_matched(info: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(info).ok()?;
-    let rest = s.split("Rows matched:").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    let text = match packets::lenenc_str(info) {
+        Some((Some(s), used)) if used == info.len() => s,
+        _ => info,
+    };
+    let s = std::str::from_utf8(text).ok()?;
+    let numbers: Vec<&str> = s.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
+    if numbers.len() != 3 {
+        return None;
+    }
+    numbers[0].parse().ok()
 }
 
 /// A `;` followed by more statement text (a rough test: literals containing
@@ -431,7 +443,17 @@ mod tests {
     fn rows_matched_from_info() {
         assert_eq!(rows_matched(b"Rows matched: 0  Changed: 0  Warnings: 0"), Some(0));
         assert_eq!(rows_matched(b"Rows matched: 12  Changed: 3  Warnings: 1"), Some(12));
+        assert_eq!(rows_matched("Datensätze gefunden: 0  Geändert: 0  Warnungen: 0".as_bytes()), Some(0));
+        assert_eq!(rows_matched("該当した行: 7  変更: 0  警告: 0".as_bytes()), Some(7));
+        assert_eq!(rows_matched("匹配行：3已更改：3警告：0".as_bytes()), Some(3));
+        assert_eq!(rows_matched("Linii identificate (matched): 2  Schimbate: 1  Atentionari (warnings): 0".as_bytes()), Some(2));
         assert_eq!(rows_matched(b""), None);
+        assert_eq!(rows_matched(b"Records: 2  Duplicates: 0"), None);
+        // As parse_ok leaves it without CLIENT_SESSION_TRACK: with the length prefix.
+        let german = "Datensätze gefunden: 0  Geändert: 0  Warnungen: 0".as_bytes();
+        assert_eq!(german.len(), 0x33);
+        assert_eq!(rows_matched(&[&[0x33u8][..], german].concat()), Some(0));
+        assert_eq!(rows_matched(b"(Rows matched: 4  Changed: 4  Warnings: 0"), Some(4));
     }
 
     #[test]

@@ -14,8 +14,13 @@ pub mod status {
     pub const MORE_RESULTS: u16 = 0x0008;
     pub const CURSOR_EXISTS: u16 = 0x0040;
     pub const NO_BACKSLASH_ESCAPES: u16 = 0x0200;
+    pub const IN_TRANS_READONLY: u16 = 0x2000;
     /// MariaDB only.
     pub const ANSI_QUOTES: u16 = 0x8000;
+    /// The bits that describe the session rather than the statement just
+    /// run; the others (no index used, cursor, last row sent, slow query,
+    /// session state changed, ...) are about one response only.
+    pub const SESSION: u16 = IN_TRANS | AUTOCOMMIT | NO_BACKSLASH_ESCAPES | IN_TRANS_READONLY | ANSI_QUOTES;
 }
 
 /// A length-encoded integer at the start of `b`: (value, bytes used).

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import admin_exec
+from safety.deferral import DEFER
 from safety.harness import (
     STD_SCHEMA, App, DbError, Env, check, exec_in, other_freeze, run_with_retry, std_books, std_setup,
 )
@@ -164,12 +165,20 @@ def test_violation_caught_by_the_app_aborts_the_whole_transaction(via, subject, 
         app.q("SELECT id, balance, frozen_balance FROM users WHERE id = 2 FOR UPDATE")
         app.q("INSERT INTO freeze_logs VALUES ('app-2', 2, 80)")
         e = app.try_q("UPDATE users SET frozen_balance = 80 WHERE id = 2")
-        assert isinstance(e, DbError) and e.code == 1644 and "insufficient balance" in e.msg, app.rec.attempts
         later = [
             app.try_q("INSERT INTO freeze_logs VALUES ('app-3', 3, 10)"),
             app.try_q("UPDATE users SET frozen_balance = 10 WHERE id = 3"),
             app.try_q("SELECT 1"),
         ]
+        if DEFER and via == "thaw":
+            # defer_writes: the write of user 2 is held, and its violation is
+            # told to the first statement that makes thaw send it (the INSERT
+            # of another table does not; the write of user 3 does). From there
+            # on it is the case below, one statement later.
+            assert not isinstance(e, DbError) and not isinstance(later[0], DbError), app.rec.attempts
+            e = later.pop(1)
+            later[0] = app.try_q("INSERT INTO freeze_logs VALUES ('app-4', 3, 10)")
+        assert isinstance(e, DbError) and e.code == 1644 and "insufficient balance" in e.msg, app.rec.attempts
         ended = app.try_q(end)
         after = app.try_q("SELECT id, frozen_balance FROM users ORDER BY id")
         app.try_q("COMMIT")
