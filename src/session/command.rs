@@ -68,6 +68,9 @@ pub(super) struct Session {
     pub shadows: usize,
     /// Governed tables known to have no triggers (`defer_writes`), by schema and table.
     pub trigger_free: HashMap<(String, String), bool>,
+    /// The last statement the server ran was a COMMIT block of held writes:
+    /// its ROW_COUNT() is theirs, not the 0 of the app's COMMIT.
+    pub row_count_after_block: bool,
     /// Backend's innodb_rollback_on_timeout, read after connect.
     pub rollback_on_timeout: Option<bool>,
     drain: watch::Receiver<bool>,
@@ -90,6 +93,7 @@ impl Session {
             last_prepared: None,
             shadows: 0,
             trigger_free: HashMap::new(),
+            row_count_after_block: false,
             rollback_on_timeout: None,
             drain,
         }
@@ -301,7 +305,7 @@ impl Session {
     /// current database are. Run just before a statement the rules plan, so
     /// what it disturbs (warnings, ROW_COUNT()) that statement replaces.
     pub async fn refresh_settings(&mut self) -> Result<(), SessionError> {
-        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE(), @@SESSION.completion_type, @@SESSION.session_track_transaction_info").await?;
+        let r = self.side_query("SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE(), @@SESSION.completion_type, @@SESSION.session_track_transaction_info, @@SESSION.lc_messages").await?;
         let text = |v: Option<&Option<Vec<u8>>>| v.and_then(|v| v.as_deref()).map(|b| String::from_utf8_lossy(b).into_owned());
         match r.rows.first() {
             Some(row) => {
@@ -310,6 +314,7 @@ impl Session {
                 self.state.schema = text(row.get(2));
                 self.state.completion_type = text(row.get(3)).unwrap_or_default();
                 self.state.tracks_transactions = text(row.get(4)).is_some_and(|v| !v.eq_ignore_ascii_case("OFF"));
+                self.state.english_messages = text(row.get(5)).is_some_and(|v| v.to_ascii_lowercase().starts_with("en_"));
                 self.state.simultaneous_assignment = Some(self.state.sql_mode.to_ascii_uppercase().contains("SIMULTANEOUS_ASSIGNMENT"));
                 self.state.settings_fresh = true;
             }
@@ -337,6 +342,7 @@ impl Session {
     pub fn after_statement(&mut self, ctl: &crate::sql::TxControl, sent: &[u8], out: &Outcome, replayable: bool) {
         // The server ran a statement after any held-back write was answered.
         self.txn.held_last = false;
+        self.row_count_after_block = false;
         let lost = matches!(out.err, Some(crate::retry::DEADLOCK))
             || (out.err == Some(crate::retry::LOCK_WAIT_TIMEOUT) && self.rollback_on_timeout != Some(false));
         if lost {

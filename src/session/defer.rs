@@ -46,6 +46,8 @@ impl Session {
         crate::rules::defer::may_defer(&self.live.rules, rw, multi, s.mariadb, s.in_transaction(), &s.completion_type, &self.txn.deferred)
             // thaw's OK could not carry the transaction state the server's would.
             && !(s.tracks_transactions && s.session_track())
+            // thaw's OK says `Rows matched: 1  Changed: 1  Warnings: 0` in English.
+            && s.english_messages
             // The server refuses a write in a read-only transaction (1792): the
             // app must hear it at the UPDATE, not at COMMIT.
             && s.status & packets::status::IN_TRANS_READONLY == 0
@@ -169,6 +171,8 @@ impl Session {
             self.client.send(&ok).await?;
             self.client.flush().await?;
             self.after_statement(ctl, packet, &out, false);
+            // ROW_COUNT() now counts the block's writes; after the app's COMMIT it is 0.
+            self.row_count_after_block = true;
             return Ok(());
         };
         let message = String::from_utf8_lossy(&e.message).into_owned();
@@ -182,24 +186,29 @@ impl Session {
             return Ok(self.client.flush().await?);
         }
         match failed.and_then(|n| writes.get(n - 1)) {
-            Some(w) => self.deferred_failed(w).await?,
+            // The rule's error or 1213: both say the transaction is gone, and
+            // the COMMIT was its end: the connection goes on as after any
+            // failed COMMIT.
+            Some(w) => {
+                self.deferred_failed(w).await?;
+                self.txn.end();
+            }
+            None if matches!(e.code, crate::retry::LOCK_WAIT_TIMEOUT | crate::retry::DEADLOCK) => {
+                let error = deadlock(format!(
+                    "thaw: Deadlock found when trying to get lock; the transaction's held-back writes hit lock error {} at COMMIT; transaction rolled back, try restarting transaction",
+                    e.code
+                ));
+                self.abort_transaction(error).await?;
+                self.txn.end();
+            }
             None => {
-                // A lock error recovery could not pass, or the server refused a
-                // write: thaw rolls back, so nothing of the transaction is left
-                // (after a 1205 the app would believe it still open).
-                let error = if matches!(e.code, crate::retry::LOCK_WAIT_TIMEOUT | crate::retry::DEADLOCK) {
-                    deadlock(format!(
-                        "thaw: Deadlock found when trying to get lock; the transaction's held-back writes hit lock error {} at COMMIT; transaction rolled back, try restarting transaction",
-                        e.code
-                    ))
-                } else {
-                    ErrorResponse { code: e.code, sqlstate: sqlstate_of(&e), message }
-                };
+                // The server refused a held write: thaw rolls back. The error does
+                // not say the transaction is gone, so it stays aborted: a COMMIT
+                // sent again gets an error once more, never an OK.
+                let error = ErrorResponse { code: e.code, sqlstate: sqlstate_of(&e), message };
                 self.abort_transaction(error).await?;
             }
         }
-        // The transaction stays aborted: a COMMIT sent again gets the error
-        // once more, never an OK for a transaction that is gone.
         Ok(())
     }
 

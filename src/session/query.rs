@@ -55,6 +55,11 @@ impl Session {
         if self.answered_for_state(&ctl).await? {
             return Ok(());
         }
+        // Only what reads it pays for putting ROW_COUNT() back to a COMMIT's 0.
+        if self.row_count_after_block && (contains_ci(sql, b"row_count") || contains_ci(sql, b"found_rows")) {
+            self.side_query("SET @@SESSION.sql_mode = @@SESSION.sql_mode").await?;
+            self.row_count_after_block = false;
+        }
         let keyword = first_keyword(sql);
         let multi = self.state.multi_statements && has_inner_semicolon(sql);
         let rules_apply = self.rules_apply(sql);

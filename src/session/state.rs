@@ -33,6 +33,8 @@ pub struct ConnState {
     pub completion_type: String,
     /// session_track_transaction_info is not OFF: OK packets carry the transaction's state.
     pub tracks_transactions: bool,
+    /// lc_messages is English: OK info strings read `Rows matched: ...`.
+    pub english_messages: bool,
 }
 
 impl ConnState {

@@ -198,8 +198,6 @@ def test_read_only_transaction_write_fails_at_the_update(endpoints, thaws):
     assert comparable(outs["defer"]) == comparable(outs["plain"]), f"{outs['defer'].summary()}\n\n{outs['plain'].summary()}"
 
 
-@defect("the compound statement's COMMIT is not the app's: RELEASE is dropped, and completion_type=2 closes"
-        " the connection inside it, after committing, so the app gets 2013 for a COMMIT that committed")
 @pytest.mark.parametrize("how", ["COMMIT RELEASE", "completion_type"])
 def test_commit_release_closes_the_connection(endpoints, thaws, how):
     """COMMIT RELEASE (or completion_type=2) ends the session after the
@@ -233,7 +231,6 @@ AUDIT = [
 ]
 
 
-@defect("a read of a table a governed table's trigger writes does not send the held write (flush_cause)")
 def test_trigger_on_the_governed_table_is_seen(endpoints, thaws):
     """An AFTER UPDATE trigger on users writes an audit table. Direct the
     app reads its audit row right after each UPDATE; a held write has not

@@ -31,17 +31,15 @@ def write_then(statement: str, question: str):
     return scenario
 
 
-SENT_LATE = "the held write is sent before the question, so the server describes it, not the app's last statement"
-NOT_SENT = "@@warning_count is not a reason to send the held write: the server describes the statement before it"
 
 
 @pytest.mark.parametrize("statement,question", [
     pytest.param("INSERT INTO freeze_logs (request_id, user_id, amount) VALUES ('a', 1, 20), ('b', 1, 30)",
-                 "SELECT ROW_COUNT()", marks=defect(SENT_LATE)),
+                 "SELECT ROW_COUNT()"),
     pytest.param("INSERT IGNORE INTO freeze_logs (request_id, user_id, amount) VALUES ('dup', 1, 50)",
-                 "SHOW WARNINGS", marks=defect(SENT_LATE)),
+                 "SHOW WARNINGS"),
     pytest.param("INSERT IGNORE INTO freeze_logs (request_id, user_id, amount) VALUES ('dup', 1, 50)",
-                 "SHOW COUNT(*) WARNINGS", marks=defect(SENT_LATE)),
+                 "SHOW COUNT(*) WARNINGS"),
     ("INSERT IGNORE INTO freeze_logs (request_id, user_id, amount) VALUES ('dup', 1, 50)", "SELECT @@warning_count"),
 ], ids=["row_count_after_insert", "show_warnings_after_insert_ignore", "count_warnings", "warning_count_variable"])
 def test_diagnostics_describe_the_last_statement(endpoints, thaws, statement, question):
@@ -52,7 +50,7 @@ def test_diagnostics_describe_the_last_statement(endpoints, thaws, statement, qu
 
 
 @pytest.mark.parametrize("question", ["SELECT ROW_COUNT()", "SHOW WARNINGS",
-                                      pytest.param("SELECT @@warning_count", marks=defect(NOT_SENT))])
+                                      "SELECT @@warning_count"])
 def test_diagnostics_right_after_the_held_write(endpoints, thaws, question):
     """Asked right after the held write, the answer is about the write: the
     server must have run it (a warning of the statement before it must not
