@@ -26,6 +26,11 @@ pub struct ExplainArgs {
     /// Explain as `thaw run --shadow` runs: every rule in shadow mode.
     #[arg(long)]
     pub shadow: bool,
+    /// Values for the statement's `?` placeholders, as an EXECUTE would
+    /// bind them: `8,12.50,'ann',NULL,1.5e3`. Shows the prepared statement,
+    /// the bound text the session plans, and how it would run.
+    #[arg(long, value_name = "VALUES", conflicts_with = "file")]
+    pub params: Option<String>,
     /// Print the explanation as JSON (for one statement: as a file of one).
     #[arg(long)]
     pub json: bool,
@@ -46,6 +51,8 @@ pub enum ExplainError {
     Input { path: String, error: crate::explain::InputError },
     #[error("--schema needs --file")]
     SchemaWithoutFile,
+    #[error(transparent)]
+    Params(#[from] super::params::ParamsError),
 }
 
 pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
@@ -81,6 +88,10 @@ pub fn run(args: &ExplainArgs) -> Result<String, ExplainError> {
         captures: &captures,
         schema: None,
     };
+    if let Some(list) = &args.params {
+        let values = super::params::parse(list)?;
+        return Ok(super::params::explain(&rules, sql, &values, &ctx)?);
+    }
     Ok(rules::explain(&rules, sql, &ctx))
 }
 

@@ -2,6 +2,7 @@
 use crate::config::{Config, LogFormat};
 pub mod check;
 pub mod explain;
+mod params;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;

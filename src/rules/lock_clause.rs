@@ -26,6 +26,17 @@ impl LockClause {
     }
 }
 
+/// The statement without its trailing lock clause (what thaw prepares as
+/// the shadow of a prepared locking read); `None` when it has none thaw
+/// can cut.
+pub fn cut(sql: &str, modes: super::lex::Modes) -> Option<String> {
+    let toks = super::lex::lex(sql, modes).ok()?;
+    match find(&toks) {
+        LockClause::Trailing { cut_start, cut_end, .. } => Some(format!("{}{}", &sql[..cut_start], &sql[cut_end..])),
+        _ => None,
+    }
+}
+
 /// Find the lock clause of one statement's tokens (no trailing `;`).
 pub fn find(toks: &[Tok]) -> LockClause {
     let depth = depths(toks);

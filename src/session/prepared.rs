@@ -25,8 +25,8 @@ use super::query::Step;
 use crate::ops::metrics::labels;
 use crate::retry::record::first_keyword;
 use crate::rules::Action;
-use crate::rules::lex::{Modes, lex};
-use crate::rules::lock_clause::{self, LockClause};
+use crate::rules::lex::Modes;
+use crate::rules::lock_clause;
 use crate::sql::bind::{Quoting, bind, placeholders};
 use crate::sql::{self, TxControl};
 use crate::wire::binary::{self, BinValue, CURSOR_FLAGS, Execute};
@@ -508,14 +508,8 @@ impl Session {
     }
 }
 
-/// The statement without its trailing lock clause; `None` when it has none
-/// thaw can cut.
 fn cut_lock(sql: &str, modes: Modes) -> Option<String> {
-    let toks = lex(sql, modes).ok()?;
-    match lock_clause::find(&toks) {
-        LockClause::Trailing { cut_start, cut_end, .. } => Some(format!("{}{}", &sql[..cut_start], &sql[cut_end..])),
-        _ => None,
-    }
+    lock_clause::cut(sql, modes)
 }
 
 #[cfg(test)]
