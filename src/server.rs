@@ -39,15 +39,13 @@ pub async fn run(
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
     let metrics = Arc::new(Metrics::new());
     let (drain_tx, drain_rx) = watch::channel(false);
-    let (gen_tx, gen_rx) = watch::channel(Arc::new(Generation { number: 1, config: config.clone(), rules: Arc::new(rules) }));
+    let (gen_tx, gen_rx) = watch::channel(Arc::new(Generation::new(1, config.clone(), rules)?));
     metrics.rules_generation.set(1);
     metrics.zero_rule_series(gen_rx.borrow().rules.tables().map(|t| t.name.as_str()));
     let tls = TlsSetup::new(&config.backend_tls, &config.backend)?;
-    let client_tls = config.client_tls.as_ref().map(crate::session::client_tls::acceptor).transpose()?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         tls,
-        client_tls,
         generation: gen_rx.clone(),
         metrics: metrics.clone(),
         drain: drain_rx.clone(),

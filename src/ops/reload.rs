@@ -17,11 +17,27 @@ pub const POLL: Duration = Duration::from_secs(1);
 
 /// The config and rules in force. Sessions take a new generation between
 /// transactions; an open transaction keeps the one it started with.
-#[derive(Debug)]
 pub struct Generation {
     pub number: i64,
     pub config: Config,
     pub rules: Arc<RuleSet>,
+    /// `client_tls`: the TLS server side toward apps, its certificate and
+    /// key read when this generation was made (a rotated certificate is a
+    /// reload away).
+    pub client_tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation").field("number", &self.number).field("client_tls", &self.client_tls.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Generation {
+    pub fn new(number: i64, config: Config, rules: RuleSet) -> Result<Generation, crate::session::client_tls::ClientTlsError> {
+        let client_tls = config.client_tls.as_ref().map(crate::session::client_tls::acceptor).transpose()?.map(Arc::new);
+        Ok(Generation { number, config, rules: Arc::new(rules), client_tls })
+    }
 }
 
 /// Re-reads the config file and applies command-line overrides again.
@@ -35,6 +51,8 @@ pub enum ReloadError {
     Rules(#[from] RulesError),
     #[error("rules path {0} does not exist")]
     Missing(String),
+    #[error(transparent)]
+    ClientTls(#[from] crate::session::client_tls::ClientTlsError),
 }
 
 pub struct Reloader {
@@ -62,6 +80,10 @@ impl Reloader {
         hash_path(&self.current().config.rules, &mut h);
         if let Some(c) = &self.config_path {
             hash_path(c, &mut h);
+        }
+        if let Some(t) = &self.current().config.client_tls {
+            hash_path(&t.cert, &mut h);
+            hash_path(&t.key, &mut h);
         }
         h.finish()
     }
@@ -119,7 +141,7 @@ impl Reloader {
         if !ignored.is_empty() {
             tracing::warn!(keys = ?ignored, "these settings changed on disk but take effect only after a restart");
         }
-        Ok(Generation { number: old.number + 1, config, rules: Arc::new(rules) })
+        Ok(Generation::new(old.number + 1, config, rules)?)
     }
 }
 

@@ -47,6 +47,7 @@ pub async fn relay(
     deadlines: &Deadlines,
     probe: Option<&ProbeConfig>,
     compression: compress::Policy,
+    client_tls: Option<&tokio_rustls::TlsAcceptor>,
 ) -> Result<Option<(ServerIo, ConnState)>, SessionError> {
     let greeting = match tokio::time::timeout(deadlines.backend_greeting, server.read()).await {
         Ok(read) => read?.ok_or(SessionError::BackendClosed)?,
@@ -85,7 +86,7 @@ pub async fn relay(
         end_abandoned(server, &greeting, probe, deadlines.auth, shared).await;
         return Ok(None);
     }
-    if shared.client_tls.is_some() {
+    if client_tls.is_some() {
         caps::offer(&mut g, caps::SSL)?;
     }
     if compression.offers_client() {
@@ -104,7 +105,7 @@ pub async fn relay(
         other => return abandoned(other, server, &greeting, probe, deadlines, shared).await,
     };
     if response.len() <= 32 {
-        let Some(acceptor) = shared.client_tls.as_ref().filter(|_| caps::client_caps(&response) & caps::SSL != 0) else {
+        let Some(acceptor) = client_tls.filter(|_| caps::client_caps(&response) & caps::SSL != 0) else {
             // An SSLRequest although thaw did not offer TLS toward the client.
             let msg = "thaw: TLS between the application and thaw is not configured (client_tls); use plain text on loopback";
             refuse(client, 1043, "08S01", msg).await?;

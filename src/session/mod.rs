@@ -37,8 +37,6 @@ pub struct Shared {
     /// Settings fixed for the process's life (listen, backend, TLS, packet limit).
     pub config: Config,
     pub tls: TlsSetup,
-    /// `client_tls`: the TLS server side toward apps, when configured.
-    pub client_tls: Option<tokio_rustls::TlsAcceptor>,
     /// Config and rules that reloads replace.
     pub generation: watch::Receiver<Arc<Generation>>,
     pub metrics: Arc<Metrics>,
@@ -134,7 +132,17 @@ async fn run(client: TcpStream, shared: Arc<Shared>) -> Result<(), SessionError>
     let server = PacketIo::new(BackendStream::Plain(tcp), cfg.max_packet_bytes);
     let deadlines = handshake::Deadlines::from_config(live);
     let compression = compress::Policy::from_config(live);
-    let relayed = match handshake::relay(&mut client, server, &shared, &deadlines, live.probe.as_ref(), compression).await {
+    let relayed = match handshake::relay(
+        &mut client,
+        server,
+        &shared,
+        &deadlines,
+        live.probe.as_ref(),
+        compression,
+        generation.client_tls.as_deref(),
+    )
+    .await
+    {
         Err(SessionError::Wire(WireError::TooLarge(n, max))) => {
             shared.metrics.packets_too_large.get_or_create(&labels([("phase", "handshake".into())])).inc();
             tracing::warn!(bytes = n, limit = max, "client packet before login over limits.handshake_max_bytes; closing");

@@ -7,6 +7,7 @@ from the openssl CLI (conftest.py)."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import os
 import socket
 import ssl
@@ -132,3 +133,38 @@ def test_mysql_cli_requiring_tls_is_refused_without_client_tls(pki, plain_server
     out = mysql_cli(thaw, "--ssl", f"--ssl-ca={pki.ca}", "--ssl-verify-server-cert", "-e", "SELECT 1")
     assert out.returncode != 0, out.stdout
     print(out.stderr)
+
+
+def test_rotated_certificate_is_served_after_a_reload(pki, plain_server, make_thaw, tmp_path):
+    """client_tls files are re-read on reload (SIGHUP, or when they change on
+    disk): a rotated certificate from another CA is what new connections
+    get, without a restart; open connections keep theirs."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    cert, key = d / "tls.pem", d / "tls.key"
+    cert.write_bytes(pki.server_cert.read_bytes())
+    key.write_bytes(pki.server_key.read_bytes())
+    cfg = tmp_path / "thaw.yaml"
+    T.tls_config(cfg, "disabled")
+    cfg.write_text(cfg.read_text() + f"client_tls:\n  cert: {cert}\n  key: {key}\n")
+    thaw = make_thaw(cfg, plain_server.port)
+    before = verified(thaw, pki.ca)
+    new_ca = T.make_ca(d, "rotated-ca")
+    new_cert, new_key = T.make_server_cert(d, "rotated", new_ca, "127.0.0.1", "IP:127.0.0.1")
+    # Key first, then the certificate: the reload that matters sees both.
+    key.write_bytes(new_key.read_bytes())
+    cert.write_bytes(new_cert.read_bytes())
+    thaw.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            verified(thaw, new_ca[0]).close()
+            break
+        except pymysql.err.OperationalError:
+            time.sleep(0.2)
+    else:
+        raise AssertionError("the rotated certificate was never served:\n" + thaw.log_text()[-3000:])
+    with pytest.raises(pymysql.err.OperationalError):
+        verified(thaw, pki.ca)
+    assert one(before, "SELECT 1") == ((1,),), "an open connection keeps its TLS session"
+    before.close()
