@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use thaw::rules::{Captures, Plan, PlanContext, RuleSet};
 use thaw::wire::caps;
-use thaw::wire::compress::{self, Codec};
+use thaw::wire::compress::{self, Codec, Framing};
 use thaw::wire::packets;
 use thaw::wire::response::{Expect, Response};
 
@@ -266,7 +266,7 @@ pub fn loaders(data: &[u8], probe: &[String]) {
 pub fn compressed(data: &[u8]) {
     let Some((&pick, wire)) = data.split_first() else { return };
     let max = 1 + pick as usize * 97;
-    let mut z = Codec::new(compress::DEFAULT_LEVEL, None);
+    let mut z = Codec::new(compress::DEFAULT_LEVEL, Framing::Pieces, None);
     z.raw.extend_from_slice(wire);
     let mut plain = BytesMut::new();
     let bound = (wire.len() / compress::HEADER + 1) * compress::MAX_PLAIN;
@@ -280,9 +280,12 @@ pub fn compressed(data: &[u8]) {
             return; // a bomb that keeps its word: bounded, and enough checked
         }
     }
-    let mut w = Codec::new(1, None);
-    w.deflate(&[&plain[..plain.len() / 2], &plain[plain.len() / 2..]]);
-    let mut r = Codec::new(1, None);
+    // Both ways of writing: whole runs, and pieces fed into an open frame.
+    let mut w = Codec::new(1, Framing::Packets, None);
+    w.deflate(&[&plain[..plain.len() / 3], &plain[plain.len() / 3..plain.len() / 2]]);
+    w.feed(&[&plain[plain.len() / 2..]]);
+    w.close();
+    let mut r = Codec::new(1, Framing::Pieces, None);
     r.raw.extend_from_slice(&w.wire);
     let mut back = BytesMut::new();
     while r.inflate(&mut back, 1 << 16).expect("thaw's own frames inflate") > 0 {}
@@ -456,7 +459,7 @@ pub fn loader_seeds() -> Vec<Vec<u8>> {
 /// mid-packet, and the lies (stated too long or too short, trailing bytes).
 pub fn compressed_seeds() -> Vec<Vec<u8>> {
     let frames = |parts: &[&[u8]]| {
-        let mut z = Codec::new(compress::DEFAULT_LEVEL, None);
+        let mut z = Codec::new(compress::DEFAULT_LEVEL, Framing::Pieces, None);
         for p in parts {
             z.deflate(&[p]);
         }

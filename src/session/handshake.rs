@@ -9,6 +9,7 @@ use super::compress::{self, Legs};
 use super::state::ConnState;
 use super::{SessionError, Shared};
 use crate::config::{Config, ProbeConfig, TlsMode};
+use crate::wire::compress::Framing;
 use crate::wire::packets::{self, ERR, OK};
 use crate::wire::{PacketIo, caps};
 use bytes::Bytes;
@@ -226,10 +227,11 @@ pub async fn relay(
 /// After the OK both sides of each agreeing leg switch their framing.
 fn start_compression(client: &mut ClientIo, server: &mut ServerIo, legs: Legs, level: u32, shared: &Shared) {
     if legs.client {
-        client.start_compression(level, Some(compress::tally(&shared.metrics, "client")));
+        // Whole packets per frame toward the app, as the servers send them.
+        client.start_compression(level, Framing::Packets, Some(compress::tally(&shared.metrics, "client")));
     }
     if legs.backend {
-        server.start_compression(level, Some(compress::tally(&shared.metrics, "backend")));
+        server.start_compression(level, Framing::Pieces, Some(compress::tally(&shared.metrics, "backend")));
     }
     if legs != Legs::default() {
         tracing::debug!(client = legs.client, backend = legs.backend, "compressed protocol");

@@ -20,6 +20,12 @@ use std::sync::Arc;
 pub const HEADER: usize = 7;
 /// Largest plain payload of one compressed frame (a 3-byte length).
 pub const MAX_PLAIN: usize = 0xFF_FFFF;
+/// Largest plain payload of a frame deflated as it streams ([`Codec::feed`]):
+/// its compressed length must fit the same 3 bytes whatever the data, and
+/// zlib's worst case adds n/4096 + n/16384 + 13 bytes (deflateBound), so
+/// 8 KiB below [`MAX_PLAIN`]. (A whole frame that zlib cannot shrink goes as
+/// it is instead; a streamed one is gone by the time that is known.)
+pub const OPEN_MAX_PLAIN: usize = MAX_PLAIN - 8192;
 /// Shorter frames go uncompressed, as MySQL and MariaDB send them
 /// (MIN_COMPRESS_LENGTH): zlib would make them longer.
 const MIN_COMPRESS: usize = 50;
@@ -53,6 +59,27 @@ struct Step {
     ended: bool,
 }
 
+/// How a packet streamed through [`PacketIo`](super::PacketIo) (its
+/// pieces written one by one) is cut into compressed frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Each piece is a frame: memory stays at one read chunk. For the
+    /// server's leg: MariaDB and MySQL reassemble a packet from any frames.
+    Pieces,
+    /// One frame per packet (per 16 MiB of it), as the servers send them:
+    /// mysql-connector-python reads a packet from at most two frames. The
+    /// packet is deflated as it streams and held, compressed, until it ends.
+    Packets,
+}
+
+/// A frame being deflated piece by piece ([`Framing::Packets`]).
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// Where its header is in `wire`.
+    at: usize,
+    plain: usize,
+}
+
 /// The frame being inflated.
 #[derive(Debug, Clone, Copy)]
 struct Frame {
@@ -73,6 +100,8 @@ pub struct Codec {
     /// Frames deflated and not yet written.
     pub wire: Vec<u8>,
     frame: Option<Frame>,
+    open: Option<Open>,
+    pub framing: Framing,
     inflater: Decompress,
     deflater: Compress,
     tally: Option<Arc<dyn Tally>>,
@@ -96,12 +125,14 @@ fn header(wire: &mut Vec<u8>, comp: usize, seq: u8, plain: usize) {
 
 impl Codec {
     /// `level`: zlib 1 (fastest) to 9 (smallest).
-    pub fn new(level: u32, tally: Option<Arc<dyn Tally>>) -> Self {
+    pub fn new(level: u32, framing: Framing, tally: Option<Arc<dyn Tally>>) -> Self {
         Codec {
             seq: 0,
             raw: BytesMut::new(),
             wire: Vec::new(),
             frame: None,
+            open: None,
+            framing,
             inflater: Decompress::new(true),
             deflater: Compress::new(Compression::new(level.clamp(1, 9)), true),
             tally,
@@ -211,6 +242,7 @@ impl Codec {
     /// at most [`MAX_PLAIN`] bytes; short ones, and ones zlib cannot shrink,
     /// go as they are.
     pub fn deflate(&mut self, parts: &[&[u8]]) {
+        self.close();
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut chunks = Chunks { parts, at: (0, 0) };
         let mut left = total;
@@ -255,6 +287,45 @@ impl Codec {
             self.wire.extend_from_slice(piece);
         }
         self.tallied((HEADER + n) as u64, n as u64);
+    }
+
+    /// Deflate `parts` into the open frame (opening one first), which is
+    /// closed when it holds [`OPEN_MAX_PLAIN`] bytes; a new one takes the rest.
+    pub fn feed(&mut self, parts: &[&[u8]]) {
+        for mut part in parts.iter().copied() {
+            while !part.is_empty() {
+                let open = match self.open {
+                    Some(o) => o,
+                    None => {
+                        let o = Open { at: self.wire.len(), plain: 0 };
+                        header(&mut self.wire, 0, self.seq, 0);
+                        self.seq = self.seq.wrapping_add(1);
+                        self.deflater.reset();
+                        o
+                    }
+                };
+                let n = part.len().min(OPEN_MAX_PLAIN - open.plain);
+                self.compress_all(&part[..n], FlushCompress::None);
+                part = &part[n..];
+                self.open = Some(Open { plain: open.plain + n, ..open });
+                if open.plain + n == OPEN_MAX_PLAIN {
+                    self.close();
+                }
+            }
+        }
+    }
+
+    /// End the open frame, if any: its lengths go into its header. (It stays
+    /// deflated even where zlib did not shrink it: the bytes are gone.)
+    pub fn close(&mut self) {
+        let Some(open) = self.open.take() else { return };
+        self.compress_all(&[], FlushCompress::Finish);
+        let comp = self.wire.len() - open.at - HEADER;
+        debug_assert!(comp <= MAX_PLAIN, "deflateBound({}) fits 3 bytes", open.plain);
+        let (c, p) = ((comp as u32).to_le_bytes(), (open.plain as u32).to_le_bytes());
+        self.wire[open.at..open.at + 3].copy_from_slice(&c[..3]);
+        self.wire[open.at + 4..open.at + 7].copy_from_slice(&p[..3]);
+        self.tallied((HEADER + comp) as u64, open.plain as u64);
     }
 
     fn compress_all(&mut self, mut input: &[u8], flush: FlushCompress) {
@@ -359,13 +430,13 @@ mod tests {
     fn round_trip_in_pieces_and_sizes() {
         for n in [1, 49, 50, 51, 1000, 70_000, MAX_PLAIN, MAX_PLAIN + 10] {
             let data = sample(n);
-            let mut w = Codec::new(DEFAULT_LEVEL, None);
+            let mut w = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
             w.seq = 250;
             let (a, b) = data.split_at(n / 3);
             w.deflate(&[a, &[], b]);
             let frames = n.div_ceil(MAX_PLAIN) as u8;
             assert_eq!(w.seq, 250u8.wrapping_add(frames), "{n}: one id per frame");
-            let mut r = Codec::new(DEFAULT_LEVEL, None);
+            let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
             r.raw.extend_from_slice(&w.wire);
             assert!(r.ready());
             let got = inflate_all(&mut r, READ).unwrap();
@@ -379,7 +450,7 @@ mod tests {
 
     #[test]
     fn short_and_incompressible_frames_go_as_they_are() {
-        let mut w = Codec::new(DEFAULT_LEVEL, None);
+        let mut w = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         w.deflate(&[b"\x01\x00\x00\x00\x0e"]);
         assert_eq!(&w.wire[..], b"\x05\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x0e", "COM_PING: stored, uncompressed length 0");
         let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -391,11 +462,11 @@ mod tests {
                 (x >> 32) as u8
             })
             .collect();
-        let mut w = Codec::new(DEFAULT_LEVEL, None);
+        let mut w = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         w.deflate(&[&noise]);
         assert_eq!(&w.wire[4..7], &[0, 0, 0], "zlib cannot shrink it: stored");
         assert_eq!(w.wire.len(), HEADER + noise.len());
-        let mut w = Codec::new(DEFAULT_LEVEL, None);
+        let mut w = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         w.deflate(&[&sample(5000)]);
         assert!(w.wire.len() < 1000, "compressible data is compressed ({} bytes)", w.wire.len());
     }
@@ -403,10 +474,10 @@ mod tests {
     #[test]
     fn bytes_arriving_one_at_a_time_inflate_the_same() {
         let data = sample(300_000);
-        let mut w = Codec::new(1, None);
+        let mut w = Codec::new(1, Framing::Pieces, None);
         w.deflate(&[&data[..100]]);
         w.deflate(&[&data[100..]]);
-        let mut r = Codec::new(1, None);
+        let mut r = Codec::new(1, Framing::Pieces, None);
         let mut got = BytesMut::new();
         for (i, b) in w.wire.iter().enumerate() {
             r.raw.extend_from_slice(&[*b]);
@@ -421,7 +492,7 @@ mod tests {
         // 64 MiB of zeros in about 64 KiB, stated as 16 MiB (the most a header can say).
         let bomb = zlib(&vec![0u8; 64 << 20]);
         assert!(bomb.len() < 100 << 10);
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, MAX_PLAIN, &bomb));
         let mut total = 0;
         let err = loop {
@@ -437,7 +508,7 @@ mod tests {
         assert_eq!(err, CompressError::Overlong(MAX_PLAIN));
         assert!(total <= MAX_PLAIN && total + READ >= MAX_PLAIN, "up to the stated length, never past it ({total})");
         // Stated small, inflating large: refused after the stated bytes.
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, 100, &bomb));
         assert_eq!(inflate_all(&mut r, READ), Err(CompressError::Overlong(100)));
     }
@@ -445,33 +516,33 @@ mod tests {
     #[test]
     fn lengths_that_do_not_match_the_stream_are_refused() {
         let z = zlib(&sample(1000));
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, 2000, &z));
         assert_eq!(inflate_all(&mut r, READ), Err(CompressError::Short { got: 1000, stated: 2000 }));
         let mut body = z.clone();
         body.extend_from_slice(b"junk");
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, 1000, &body));
         assert_eq!(inflate_all(&mut r, READ), Err(CompressError::Trailing(4)));
         // The body ends before the stream does.
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, 1000, &z[..z.len() - 6]));
         r.raw.extend_from_slice(&frame(1, 0, b"next"));
         assert!(matches!(inflate_all(&mut r, READ), Err(CompressError::Short { .. })));
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, 1000, b"this is not zlib data at all"));
         assert!(matches!(inflate_all(&mut r, READ), Err(CompressError::Corrupt(_))));
         // Stated plain bytes but no body at all.
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&frame(0, 1000, b""));
         assert!(matches!(inflate_all(&mut r, READ), Err(CompressError::Short { got: 0, stated: 1000 })));
     }
 
     #[test]
     fn a_partial_frame_waits_for_more() {
-        let mut w = Codec::new(DEFAULT_LEVEL, None);
+        let mut w = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         w.deflate(&[&sample(10_000)]);
-        let mut r = Codec::new(DEFAULT_LEVEL, None);
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, None);
         r.raw.extend_from_slice(&w.wire[..5]);
         assert!(!r.ready());
         assert_eq!(inflate_all(&mut r, READ).unwrap(), b"");
@@ -498,13 +569,61 @@ mod tests {
             }
         }
         let count = Arc::new(Count::default());
-        let mut w = Codec::new(DEFAULT_LEVEL, Some(count.clone()));
+        let mut w = Codec::new(DEFAULT_LEVEL, Framing::Pieces, Some(count.clone()));
         w.deflate(&[&sample(10_000)]);
         w.deflate(&[b"tiny"]);
-        let mut r = Codec::new(DEFAULT_LEVEL, Some(count.clone()));
+        let mut r = Codec::new(DEFAULT_LEVEL, Framing::Pieces, Some(count.clone()));
         r.raw.extend_from_slice(&w.wire);
         inflate_all(&mut r, READ).unwrap();
         let c = *count.0.lock().unwrap();
         assert_eq!(c, [w.wire.len() as u64, 10_004, w.wire.len() as u64, 10_004]);
+    }
+
+    #[test]
+    fn a_streamed_frame_of_incompressible_bytes_still_fits_its_length_field() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..MAX_PLAIN + 10)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let mut w = Codec::new(1, Framing::Packets, None);
+        for piece in noise.chunks(65_536) {
+            w.feed(&[piece]);
+        }
+        w.close();
+        let first = u24(&w.wire);
+        assert!(first > OPEN_MAX_PLAIN && first <= MAX_PLAIN, "grown by zlib, within 3 bytes: {first}");
+        let mut r = Codec::new(1, Framing::Pieces, None);
+        r.raw.extend_from_slice(&w.wire);
+        assert!(inflate_all(&mut r, READ).unwrap() == noise);
+    }
+
+    #[test]
+    fn fed_pieces_make_one_frame_per_16_mib() {
+        let data = sample(MAX_PLAIN + 70_000);
+        let mut w = Codec::new(1, Framing::Packets, None);
+        w.seq = 4;
+        for piece in data.chunks(65_536) {
+            w.feed(&[&piece[..10], &piece[10..]]);
+        }
+        w.close();
+        w.close();
+        assert_eq!(w.seq, 6, "two frames: 16 MiB and the rest");
+        let mut r = Codec::new(1, Framing::Pieces, None);
+        r.raw.extend_from_slice(&w.wire);
+        assert_eq!(u24(&r.raw[4..]), OPEN_MAX_PLAIN, "the first frame holds the most a streamed frame may");
+        assert!(inflate_all(&mut r, READ).unwrap() == data);
+        assert_eq!(r.seq, 6);
+        // A whole write closes the open frame first: bytes stay in order.
+        let mut w = Codec::new(6, Framing::Packets, None);
+        w.feed(&[b"first "]);
+        w.deflate(&[b"then second"]);
+        let mut r = Codec::new(6, Framing::Pieces, None);
+        r.raw.extend_from_slice(&w.wire);
+        assert_eq!(inflate_all(&mut r, READ).unwrap(), b"first then second");
     }
 }

@@ -15,7 +15,7 @@
 //! between the transport and `rbuf`/`wbuf`: wire bytes are inflated into
 //! `rbuf` one read chunk at a time, and what would be written is deflated
 //! into frames, so framing, limits and streaming above work unchanged.
-use super::compress::{Codec, CompressError, Tally};
+use super::compress::{Codec, CompressError, Framing, Tally};
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,6 +52,9 @@ pub struct PacketIo<S> {
     streaming: Option<Streaming>,
     /// The compressed protocol, once negotiated.
     z: Option<Box<Codec>>,
+    /// Body bytes of the frame begun by `start_frame` still to come (a
+    /// [`Framing::Packets`] frame is closed and written at 0).
+    writing: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,14 +87,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             max_packet,
             streaming: None,
             z: None,
+            writing: 0,
         }
     }
 
     /// Switch this leg to the compressed protocol (after the login's OK,
     /// with everything written flushed). Bytes already read are wire bytes.
-    pub fn start_compression(&mut self, level: u32, tally: Option<Arc<dyn Tally>>) {
+    pub fn start_compression(&mut self, level: u32, framing: Framing, tally: Option<Arc<dyn Tally>>) {
         debug_assert!(self.wbuf.is_empty() && self.streaming.is_none() && self.z.is_none());
-        let mut z = Box::new(Codec::new(level, tally));
+        let mut z = Box::new(Codec::new(level, framing, tally));
         z.raw = self.rbuf.split();
         self.z = Some(z);
     }
@@ -263,10 +267,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         let l = (len as u32).to_le_bytes();
         self.wbuf.extend_from_slice(&[l[0], l[1], l[2], self.seq]);
         self.seq = self.seq.wrapping_add(1);
+        self.writing = len;
+        if let Some(z) = self.z.as_mut().filter(|z| z.framing == Framing::Packets) {
+            // Each plain frame starts a compressed one, as `send_direct` cuts
+            // them (libmariadb misreads a large packet that starts inside a
+            // compressed frame after other packets): what is buffered before
+            // it goes first, then this frame is deflated as it streams.
+            let at = self.wbuf.len() - 4;
+            z.deflate(&[&self.wbuf[..at]]);
+            z.feed(&[&self.wbuf[at..]]);
+            self.wbuf.clear();
+            if len == 0 {
+                // The empty frame that ends a packet of a multiple of 16 MiB:
+                // written with the next write or flush.
+                z.close();
+            }
+        }
     }
 
     /// Write frame body bytes as they are (after `start_frame`).
     pub async fn write_raw(&mut self, data: &[u8]) -> Result<(), WireError> {
+        self.writing = self.writing.saturating_sub(data.len());
+        if let Some(z) = self.z.as_mut().filter(|z| z.framing == Framing::Packets) {
+            z.feed(&[&self.wbuf, data]);
+            self.wbuf.clear();
+            if self.writing == 0 {
+                // The plain frame is complete (at most 16 MiB held, deflated).
+                z.close();
+                self.stream.write_all(&z.wire).await?;
+                z.wire.clear();
+                z.shrink();
+            }
+            return Ok(());
+        }
         put(&mut self.stream, &mut self.z, &[&self.wbuf, data]).await?;
         self.wbuf.clear();
         Ok(())
@@ -342,7 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     }
 
     pub async fn flush(&mut self) -> Result<(), WireError> {
-        if !self.wbuf.is_empty() {
+        if self.z.as_ref().is_some_and(|z| !z.wire.is_empty()) || !self.wbuf.is_empty() {
             put(&mut self.stream, &mut self.z, &[&self.wbuf]).await?;
             self.wbuf.clear();
             if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
@@ -391,6 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             max_packet: self.max_packet,
             streaming: None,
             z: None,
+            writing: 0,
         }
     }
 
@@ -407,6 +441,7 @@ async fn put<S: AsyncWrite + Unpin>(stream: &mut S, z: &mut Option<Box<Codec>>, 
         }
         return Ok(());
     };
+    // An open frame (a packet streamed in pieces) is closed first: order kept.
     z.deflate(parts);
     stream.write_all(&z.wire).await?;
     z.wire.clear();
@@ -455,6 +490,7 @@ fn scan(buf: &[u8], max: usize) -> Option<Result<(usize, usize, u8), TooLarge>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::compress::Framing;
 
     async fn roundtrip(payload: Vec<u8>) -> (Vec<u8>, usize) {
         let (a, b) = tokio::io::duplex(1 << 20);
@@ -570,24 +606,25 @@ mod tests {
 
     /// Stream a packet through `begin_stream`/`next_piece` onto another leg.
     async fn stream_through(payload: Vec<u8>, max: usize) -> Result<(Vec<u8>, u8), WireError> {
-        stream_through_legs(payload, max, [false, false]).await
+        stream_through_legs(payload, max, [None, None]).await.map(|(got, seq, _)| (got, seq))
     }
 
-    /// `compressed`: [the leg read from, the leg written to].
-    async fn stream_through_legs(payload: Vec<u8>, max: usize, compressed: [bool; 2]) -> Result<(Vec<u8>, u8), WireError> {
+    /// `compressed`: [the leg read from, the leg written to]. Also returns
+    /// the compressed frames the last leg read.
+    async fn stream_through_legs(payload: Vec<u8>, max: usize, compressed: [Option<Framing>; 2]) -> Result<(Vec<u8>, u8, u8), WireError> {
         let (a, b) = tokio::io::duplex(1 << 20);
         let (c, d) = tokio::io::duplex(1 << 20);
         let mut w = PacketIo::new(a, 1 << 30);
         let mut from = PacketIo::new(b, max);
         let mut to = PacketIo::new(c, 1 << 30);
         let mut end = PacketIo::new(d, 1 << 30);
-        if compressed[0] {
-            w.start_compression(1, None);
-            from.start_compression(1, None);
+        if let Some(f) = compressed[0] {
+            w.start_compression(1, Framing::Pieces, None);
+            from.start_compression(1, f, None);
         }
-        if compressed[1] {
-            to.start_compression(1, None);
-            end.start_compression(1, None);
+        if let Some(f) = compressed[1] {
+            to.start_compression(1, f, None);
+            end.start_compression(1, Framing::Pieces, None);
         }
         let p2 = payload.clone();
         let writer = tokio::spawn(async move {
@@ -595,7 +632,10 @@ mod tests {
             w.send(b"next").await.unwrap();
             w.flush().await.unwrap();
         });
-        let reader = tokio::spawn(async move { (end.read().await.unwrap().unwrap().to_vec(), end.seq()) });
+        let reader = tokio::spawn(async move {
+            let got = end.read().await.unwrap().unwrap().to_vec();
+            (got, end.seq(), end.z.as_ref().map_or(0, |z| z.seq))
+        });
         let (len, prefix) = from.begin_stream(16).await?;
         assert_eq!(prefix[..], payload[..16]);
         to.start_frame(len);
@@ -614,8 +654,7 @@ mod tests {
         assert!(biggest <= 4 * READ_CHUNK, "pieces are read chunks, not frames ({biggest})");
         assert_eq!(&from.read().await?.unwrap()[..], b"next", "the next packet follows");
         writer.await.unwrap();
-        let (got, seq) = reader.await.unwrap();
-        Ok((got, seq))
+        Ok(reader.await.unwrap())
     }
 
     #[tokio::test]
@@ -654,8 +693,8 @@ mod tests {
             let (a, b) = tokio::io::duplex(1 << 20);
             let mut w = PacketIo::new(a, 1 << 30);
             let mut r = PacketIo::new(b, 1 << 30);
-            w.start_compression(1, None);
-            r.start_compression(1, None);
+            w.start_compression(1, Framing::Pieces, None);
+            r.start_compression(1, Framing::Pieces, None);
             assert!(w.compressed());
             let payload = rows(n);
             let p2 = payload.clone();
@@ -686,7 +725,7 @@ mod tests {
     async fn compressed_frame_ids_restart_with_the_command() {
         let (a, b) = tokio::io::duplex(1 << 16);
         let mut w = PacketIo::new(a, 1 << 20);
-        w.start_compression(6, None);
+        w.start_compression(6, Framing::Pieces, None);
         w.set_seq(7);
         w.send(b"x").await.unwrap();
         w.flush().await.unwrap();
@@ -702,7 +741,7 @@ mod tests {
         // The reader answers with the id after the last frame it read.
         let (a, b) = tokio::io::duplex(1 << 16);
         let mut r = PacketIo::new(b, 1 << 20);
-        r.start_compression(6, None);
+        r.start_compression(6, Framing::Pieces, None);
         let mut a = a;
         a.write_all(b"\x05\x00\x00\x04\x00\x00\x00\x01\x00\x00\x00\x0e").await.unwrap();
         r.read().await.unwrap().unwrap();
@@ -711,12 +750,20 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_packets_cross_compressed_legs_unchanged() {
-        for legs in [[true, false], [false, true], [true, true]] {
-            for n in [100, MAX_FRAME, 2 * MAX_FRAME + 10] {
+        let (p, w) = (Some(Framing::Pieces), Some(Framing::Packets));
+        for legs in [[p, None], [None, p], [p, p], [None, w], [p, w]] {
+            for n in [100, 70_000, MAX_FRAME, 2 * MAX_FRAME + 10] {
                 let payload = rows(n);
-                let (got, seq) = stream_through_legs(payload.clone(), 1 << 30, legs).await.unwrap();
+                let (got, seq, frames) = stream_through_legs(payload.clone(), 1 << 30, legs).await.unwrap();
                 assert!(got == payload, "{legs:?} {n} bytes");
                 assert_eq!(seq as usize, n / MAX_FRAME + 1, "{legs:?} {n} bytes");
+                if legs[1] == w {
+                    // Each plain frame (header included) starts a compressed one,
+                    // cut at the 16 MiB a compressed frame holds.
+                    let full = n / MAX_FRAME;
+                    let want = full * (4 + MAX_FRAME).div_ceil(crate::wire::compress::OPEN_MAX_PLAIN) + 1;
+                    assert_eq!(frames as usize, want, "{n} bytes");
+                }
             }
         }
     }
@@ -734,7 +781,7 @@ mod tests {
         let body = e.finish().unwrap();
         let (mut a, b) = tokio::io::duplex(1 << 20);
         let mut r = PacketIo::new(b, 64 * 1024);
-        r.start_compression(6, None);
+        r.start_compression(6, Framing::Pieces, None);
         let l = (body.len() as u32).to_le_bytes();
         a.write_all(&[l[0], l[1], l[2], 0, 0xFF, 0xFF, 0xFF]).await.unwrap();
         a.write_all(&body).await.unwrap();
@@ -743,7 +790,7 @@ mod tests {
         // A bomb that lies about its length is refused as such.
         let (mut a, b) = tokio::io::duplex(1 << 20);
         let mut r = PacketIo::new(b, 1 << 30);
-        r.start_compression(6, None);
+        r.start_compression(6, Framing::Pieces, None);
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(b"\x02\x00\x00\x00\x0e\x0e").unwrap();
         e.write_all(&[0; 10_000]).unwrap();
@@ -758,7 +805,7 @@ mod tests {
     async fn compressed_closed_reads_ahead_only_up_to_its_cap() {
         let (mut a, b) = tokio::io::duplex(1 << 20);
         let mut r = PacketIo::new(b, 1 << 30);
-        r.start_compression(6, None);
+        r.start_compression(6, Framing::Pieces, None);
         a.write_all(&vec![0u8; 1 << 20]).await.unwrap();
         let waited = tokio::time::timeout(std::time::Duration::from_millis(100), r.closed()).await;
         assert!(waited.is_err());
@@ -767,7 +814,7 @@ mod tests {
         // A peer that leaves in the middle of a frame cut it off.
         let (mut a, b) = tokio::io::duplex(64);
         let mut r = PacketIo::new(b, 1 << 30);
-        r.start_compression(6, None);
+        r.start_compression(6, Framing::Pieces, None);
         a.write_all(&[9, 0, 0, 0, 0, 0, 0, 1]).await.unwrap();
         drop(a);
         assert!(matches!(r.read().await, Err(WireError::Truncated)));
