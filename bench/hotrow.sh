@@ -122,10 +122,19 @@ run_flow() { # flow threads round
     tpid="$(flow_thaw_pid "$1")"
     t0="$( [ -n "$tpid" ] && cpu_s "$tpid" || echo 0)"
     db0="$( [ -n "$MARIADB_PID" ] && cpu_s "$MARIADB_PID" || echo 0)"
-    LUA_PATH="$ROOT/bench/?.lua;;" sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$(flow_port "$1")" \
-        --mysql-user=root --mysql-password= --mysql-db="$DB" --db-ps-mode=disable \
-        --mysql-ignore-errors=1205,1213 --threads="$2" --time="$BENCH_TIME" --warmup-time="$WARMUP" \
-        "$ROOT/bench/$(flow_script "$1")" run >"$out" 2>&1 || { cat "$out" >&2; die "sysbench $1 ($2 threads) failed"; }
+    # A server shared with other work may be out of connections (1040) for a
+    # moment: wait and run again rather than lose the whole benchmark.
+    local try
+    for try in 1 2 3 4 5 6; do
+        LUA_PATH="$ROOT/bench/?.lua;;" sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$(flow_port "$1")" \
+            --mysql-user=root --mysql-password= --mysql-db="$DB" --db-ps-mode=disable \
+            --mysql-ignore-errors=1205,1213 --threads="$2" --time="$BENCH_TIME" --warmup-time="$WARMUP" \
+            "$ROOT/bench/$(flow_script "$1")" run >"$out" 2>&1 && break
+        grep -q "error 1040" "$out" && [ "$try" -lt 6 ] || { cat "$out" >&2; die "sysbench $1 ($2 threads) failed"; }
+        log "$1 ($2 threads): the server is out of connections (1040); again in 10 s"
+        sleep 10
+        fresh_schema
+    done
     # (warm-up included: the counts below are of the measured part only, so
     # the per-transaction CPU is an upper bound)
     echo "cpu thaw=$(awk -v a="$t0" -v b="$( [ -n "$tpid" ] && cpu_s "$tpid" || echo 0)" 'BEGIN { print b - a }')" \
