@@ -66,6 +66,8 @@ pub(super) struct Session {
     pub last_prepared: Option<u32>,
     /// thaw's lock-cut shadow statements on the server (one per app statement at most).
     pub shadows: usize,
+    /// Shadows whose app statement closed, kept for the next of the same text: (key, server id).
+    pub idle_shadows: Vec<(String, u32)>,
     /// Governed tables known to have no triggers (`defer_writes`), by schema and table.
     pub trigger_free: HashMap<(String, String), bool>,
     /// The last statement the server ran was a COMMIT block of held writes:
@@ -92,6 +94,7 @@ impl Session {
             stmts: HashMap::new(),
             last_prepared: None,
             shadows: 0,
+            idle_shadows: Vec::new(),
             trigger_free: HashMap::new(),
             row_count_after_block: false,
             rollback_on_timeout: None,
@@ -334,6 +337,7 @@ impl Session {
         self.stmts.clear();
         self.last_prepared = None;
         self.shadows = 0;
+        self.idle_shadows.clear();
         self.state.simultaneous_assignment = None;
         self.state.settings_fresh = false;
     }

@@ -36,6 +36,10 @@ use std::sync::Arc;
 
 /// Statement id 0xFFFFFFFF: the statement last prepared on the connection.
 pub(super) const LAST_PREPARED: u32 = u32::MAX;
+/// Shadows kept per connection after their app statement closed, for the
+/// next statement of the same text (drivers close and prepare again per
+/// request); thaw closes them all when the app runs out of statement slots.
+const IDLE_SHADOWS: usize = 4;
 /// Prepared text kept for planning; longer statements are not planned.
 const MAX_PLANNED_TEXT: usize = 64 * 1024;
 
@@ -71,8 +75,11 @@ pub(super) struct Stmt {
     /// The client's last types went to a shadow or to text, not to this
     /// statement on the server: thaw writes them into the next execute.
     pub server_types_stale: bool,
-    /// thaw's lock-cut form of this statement on the server, closed with it.
+    /// thaw's lock-cut form of this statement on the server, and what it was
+    /// prepared for (database, sql_mode, character set, text): kept idle for
+    /// a statement of the same text when this one closes.
     pub shadow: Option<u32>,
+    pub shadow_key: Option<String>,
     /// An execute opened a cursor on the server's statement: the next
     /// execute must reach that statement to close it, as direct.
     pub cursor_open: bool,
@@ -183,8 +190,14 @@ impl Session {
         let Some(packet) = self.resolve_id(&packet) else { return Ok(()) };
         if let Some(id) = binary::stmt_id(&packet) {
             if packet[0] == cmd::STMT_CLOSE {
-                if let Some(shadow) = self.stmts.remove(&id).and_then(|s| s.shadow) {
-                    self.close_server_stmt(shadow).await?;
+                if let Some(s) = self.stmts.remove(&id)
+                    && let (Some(shadow), Some(key)) = (s.shadow, s.shadow_key)
+                {
+                    self.idle_shadows.push((key, shadow));
+                    if self.idle_shadows.len() > IDLE_SHADOWS {
+                        let (_, oldest) = self.idle_shadows.remove(0);
+                        self.close_server_stmt(oldest).await?;
+                    }
                 }
                 if self.last_prepared == Some(id) {
                     self.last_prepared = None;
@@ -463,6 +476,15 @@ impl Session {
         if let Some(shadow) = stmt.shadow {
             return Ok(Some(shadow));
         }
+        let key = format!("{}\0{}\0{}\0{shadow_sql}", under.schema.as_deref().unwrap_or_default(), under.sql_mode, under.charset);
+        if let Some(pos) = self.idle_shadows.iter().position(|(k, _)| *k == key) {
+            let (key, shadow) = self.idle_shadows.remove(pos);
+            if let Some(s) = self.stmts.get_mut(&id) {
+                s.shadow = Some(shadow);
+                s.shadow_key = Some(key);
+            }
+            return Ok(Some(shadow));
+        }
         self.server.reset_seq();
         let mut p = Vec::with_capacity(shadow_sql.len() + 1);
         p.push(cmd::STMT_PREPARE);
@@ -475,6 +497,7 @@ impl Session {
                 self.shadows += 1;
                 if let Some(s) = self.stmts.get_mut(&id) {
                     s.shadow = Some(shadow);
+                    s.shadow_key = Some(key);
                 }
                 Ok(Some(shadow))
             }
@@ -499,7 +522,11 @@ impl Session {
     }
 
     async fn close_shadows(&mut self) -> Result<(), SessionError> {
-        let shadows: Vec<u32> = self.stmts.values_mut().filter_map(|s| s.shadow.take()).collect();
+        let mut shadows: Vec<u32> = self.idle_shadows.drain(..).map(|(_, id)| id).collect();
+        shadows.extend(self.stmts.values_mut().filter_map(|s| {
+            s.shadow_key = None;
+            s.shadow.take()
+        }));
         tracing::info!(shadows = shadows.len(), "out of prepared statement slots: closing thaw's shadow statements");
         for shadow in shadows {
             self.close_server_stmt(shadow).await?;
