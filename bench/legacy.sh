@@ -150,7 +150,7 @@ EOF
     echo "thaw counters after the runs:"
     echo
     echo '```'
-    grep -E '^thaw_(statements_rewritten|guard_violations|retries|replays|backend_errors|statements_unhandled)_total' <<<"$METRICS" | grep -v ' 0$' || echo "(none)"
+    grep -E '^thaw_(statements_rewritten|guard_violations|retries|replays|backend_errors|statements_unhandled|deferred_writes|deferred_flushes|deferred_committed|deferred_violations)_total' <<<"$METRICS" | grep -v ' 0$' || echo "(none)"
     echo '```'
     echo
     echo "thaw RSS after the runs: $(awk -v k="$THAW_RSS" 'BEGIN { printf "%.1f", k / 1024 }') MiB."
