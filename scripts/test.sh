@@ -127,7 +127,9 @@ export THAW_BIN="$ROOT/target/debug/thaw"
 [ -x "$THAW_BIN" ] || die "$THAW_BIN missing after cargo build"
 phase "pytest tests/python (THAW_BIN=$THAW_BIN)"
 set +e
-.venv/bin/python -m pytest tests/python -q "$@"
+# -rs: every skip prints its reason (only cases a driver cannot run, such as
+# PyMySQL with the compressed protocol, are skipped; a missing database fails).
+.venv/bin/python -m pytest tests/python -q -rs "$@"
 rc=$?
 set -e
 case $rc in
