@@ -1,7 +1,9 @@
 """Load generator: the legacy freeze flow over mysql-connector-python, as
 text queries or as server-side prepared statements (binary protocol).
 
-One user, REQUESTS concurrent requests (one thread and connection each):
+REQUESTS concurrent requests (one thread and connection each), for one user
+(--users 1, the burst) or spread over several (no contention: the client's
+own cost of each protocol):
 
     BEGIN
     SELECT id, balance, frozen_balance FROM users WHERE id = ? FOR UPDATE
@@ -52,25 +54,26 @@ def setup(args) -> str:
     cur.execute(f"USE {db}")
     for s in SCHEMA:
         cur.execute(s)
-    cur.execute("INSERT INTO users (id, username, balance) VALUES (1, 'u1', %s)", (Decimal(args.balance),))
+    for uid in range(1, args.users + 1):
+        cur.execute("INSERT INTO users (id, username, balance) VALUES (%s, %s, %s)", (uid, f"u{uid}", Decimal(args.balance)))
     c.commit()
     c.close()
     return db
 
 
-def freeze(conn, prepared: bool, amount: Decimal, work_ms: int) -> str:
+def freeze(conn, prepared: bool, amount: Decimal, work_ms: int, uid: int) -> str:
     cur = conn.cursor(prepared=prepared)
     try:
         conn.start_transaction()
-        cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = %s FOR UPDATE", (1,))
+        cur.execute("SELECT id, balance, frozen_balance FROM users WHERE id = %s FOR UPDATE", (uid,))
         (_, balance, frozen) = cur.fetchone()
         time.sleep(work_ms / 1000)
         if balance - frozen < amount:
             conn.rollback()
             return "insufficient"
         cur.execute("INSERT INTO compute_freeze_logs (request_id, user_id, amount, status) VALUES (%s, %s, %s, 'frozen')",
-                    (uuid.uuid4().hex, 1, amount))
-        cur.execute("UPDATE users SET frozen_balance = %s, updated_at = NOW() WHERE id = %s", (frozen + amount, 1))
+                    (uuid.uuid4().hex, uid, amount))
+        cur.execute("UPDATE users SET frozen_balance = %s, updated_at = NOW() WHERE id = %s", (frozen + amount, uid))
         conn.commit()
         return "ok"
     except mysql.connector.Error as e:
@@ -94,7 +97,7 @@ def run(args) -> dict:
 
     def one(i: int) -> None:
         start.wait()
-        results[i] = freeze(conns[i], args.prepared, Decimal(args.amount), args.work_ms)
+        results[i] = freeze(conns[i], args.prepared, Decimal(args.amount), args.work_ms, 1 + i % args.users)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(args.requests)]
     for t in threads:
@@ -108,7 +111,7 @@ def run(args) -> dict:
         c.close()
     c = connect(args.setup_host, args.setup_port, db)
     cur = c.cursor()
-    cur.execute("SELECT frozen_balance FROM users WHERE id = 1")
+    cur.execute("SELECT SUM(frozen_balance) FROM users")
     (frozen,) = cur.fetchone()
     cur.execute("SELECT COALESCE(SUM(amount), 0), COUNT(*) FROM compute_freeze_logs")
     (logged, count) = cur.fetchone()
@@ -139,6 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--setup-port", type=int, default=3306)
     p.add_argument("--prepared", action="store_true")
     p.add_argument("--requests", type=int, default=100)
+    p.add_argument("--users", type=int, default=1, help="requests spread over this many users (1: the same-user burst)")
     p.add_argument("--work-ms", type=int, default=50)
     p.add_argument("--amount", default="5.00")
     p.add_argument("--balance", default="1000.00")

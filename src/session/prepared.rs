@@ -141,32 +141,63 @@ impl Session {
             charset: self.state.charset_client.clone(),
             schema: self.state.schema.clone(),
         });
-        self.server.reset_seq();
-        self.send_to_server(&packet).await?;
-        let mut first = self.read_server().await?;
-        // thaw's shadows must never cost the app a statement slot: out of
-        // slots (1461), they are closed and the PREPARE is sent again.
-        if self.shadows > 0 && crate::wire::packets::parse_err(&first).is_some_and(|e| e.code == 1461) {
-            self.close_shadows().await?;
-            self.server.reset_seq();
-            self.send_to_server(&packet).await?;
-            first = self.read_server().await?;
-        }
-        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts::default()).await?;
-        let Some(id) = out.stmt_id else {
-            // The server's "last statement" is now none (1243 for 0xFFFFFFFF).
-            self.last_prepared = None;
-            return Ok(());
-        };
         let sql: Option<Arc<str>> = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
         let locking = sql.as_deref().and_then(|t| {
             // Classified with zeros for its parameters (a text with `?` is not SQL thaw reads).
             let at = placeholders(t, self.modes()).ok()?;
             let probe = bind(t, &at, &vec![BinValue::Int(0); at.len()], self.modes(), Quoting::Utf8mb4).ok()?;
             let c = sql::classify(probe.as_bytes(), self.modes());
-            matches!(c.shape, sql::Shape::Read { locking: true })
-                .then(|| (crate::rules::fingerprint(t), c.relations.first().map_or_else(|| "?".to_string(), |r| r.name.clone())))
+            matches!(c.shape, sql::Shape::Read { locking: true }).then(|| {
+                let shape = (crate::rules::fingerprint(t), c.relations.first().map_or_else(|| "?".to_string(), |r| r.name.clone()));
+                (shape, self.live.rules.is_candidate(&probe))
+            })
         });
+        // A governed locking read will most likely run as its shadow: the
+        // shadow's PREPARE goes out right before the app's (so the app's is
+        // still the server's last statement, with its own warnings), and the
+        // first execute waits for no extra round trip.
+        let early = match (&locking, sql.as_deref(), under.as_ref()) {
+            (Some((_, true)), Some(t), Some(u)) if !self.all_shadow() => cut_lock(t, u.modes)
+                .map(|cut| (shadow_key(u, &cut), cut))
+                .filter(|(key, _)| !self.idle_shadows.iter().any(|(k, _)| k == key)),
+            _ => None,
+        };
+        if let Some((_, cut)) = &early {
+            self.send_shadow_prepare(cut).await?;
+        }
+        self.server.reset_seq();
+        self.send_to_server(&packet).await?;
+        let mut shadow = match early {
+            Some((key, _)) => self.read_shadow_prepare().await?.map(|(id, params)| (id, params, key)),
+            None => None,
+        };
+        let mut first = self.read_server().await?;
+        // thaw's shadows must never cost the app a statement slot: out of
+        // slots (1461), they are closed and the PREPARE is sent again.
+        if self.shadows > 0 && crate::wire::packets::parse_err(&first).is_some_and(|e| e.code == 1461) {
+            if let Some((id, _, _)) = shadow.take() {
+                self.close_server_stmt(id).await?;
+            }
+            self.close_shadows().await?;
+            self.server.reset_seq();
+            self.send_to_server(&packet).await?;
+            first = self.read_server().await?;
+        }
+        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts::default()).await?;
+        let shadow = match shadow {
+            Some((id, params, key)) if out.stmt_id.is_some() && params == out.stmt_params => Some((id, key)),
+            Some((id, _, _)) => {
+                self.close_server_stmt(id).await?;
+                None
+            }
+            None => None,
+        };
+        let Some(id) = out.stmt_id else {
+            // The server's "last statement" is now none (1243 for 0xFFFFFFFF).
+            self.last_prepared = None;
+            return Ok(());
+        };
+        let (shadow, shadow_key) = shadow.unzip();
         self.stmts.insert(
             id,
             Stmt {
@@ -176,7 +207,9 @@ impl Session {
                 sql,
                 params: out.stmt_params,
                 under,
-                locking,
+                locking: locking.map(|(shape, _)| shape),
+                shadow,
+                shadow_key,
                 ..Stmt::default()
             },
         );
@@ -476,7 +509,7 @@ impl Session {
         if let Some(shadow) = stmt.shadow {
             return Ok(Some(shadow));
         }
-        let key = format!("{}\0{}\0{}\0{shadow_sql}", under.schema.as_deref().unwrap_or_default(), under.sql_mode, under.charset);
+        let key = shadow_key(under, &shadow_sql);
         if let Some(pos) = self.idle_shadows.iter().position(|(k, _)| *k == key) {
             let (key, shadow) = self.idle_shadows.remove(pos);
             if let Some(s) = self.stmts.get_mut(&id) {
@@ -485,27 +518,44 @@ impl Session {
             }
             return Ok(Some(shadow));
         }
-        self.server.reset_seq();
-        let mut p = Vec::with_capacity(shadow_sql.len() + 1);
-        p.push(cmd::STMT_PREPARE);
-        p.extend_from_slice(shadow_sql.as_bytes());
-        self.send_to_server(&p).await?;
-        let first = self.read_server().await?;
-        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts { silent: true, ..Default::default() }).await?;
-        match out.stmt_id {
-            Some(shadow) if out.stmt_params == stmt.params => {
-                self.shadows += 1;
+        self.send_shadow_prepare(&shadow_sql).await?;
+        match self.read_shadow_prepare().await? {
+            Some((shadow, params)) if params == stmt.params => {
                 if let Some(s) = self.stmts.get_mut(&id) {
                     s.shadow = Some(shadow);
                     s.shadow_key = Some(key);
                 }
                 Ok(Some(shadow))
             }
-            other => {
-                if let Some(shadow) = other {
-                    self.shadows += 1;
-                    self.close_server_stmt(shadow).await?;
-                }
+            Some((shadow, _)) => {
+                self.close_server_stmt(shadow).await?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// COM_STMT_PREPARE of a shadow; its answer is read by `read_shadow_prepare`.
+    async fn send_shadow_prepare(&mut self, shadow_sql: &str) -> Result<(), SessionError> {
+        self.server.reset_seq();
+        let mut p = Vec::with_capacity(shadow_sql.len() + 1);
+        p.push(cmd::STMT_PREPARE);
+        p.extend_from_slice(shadow_sql.as_bytes());
+        self.send_to_server(&p).await
+    }
+
+    /// The server's answer to a shadow's PREPARE, read silently: the shadow's
+    /// id and parameter count (counted in `shadows`), or `None` if the server
+    /// refused it (the read then keeps its lock).
+    async fn read_shadow_prepare(&mut self) -> Result<Option<(u32, u16)>, SessionError> {
+        let first = self.read_server().await?;
+        let out = self.relay(first, Expect::Prepare, super::response::RelayOpts { silent: true, ..Default::default() }).await?;
+        match out.stmt_id {
+            Some(shadow) => {
+                self.shadows += 1;
+                Ok(Some((shadow, out.stmt_params)))
+            }
+            None => {
                 tracing::warn!(code = ?out.err, "cannot prepare the unlocked form of a read; it keeps its lock");
                 Ok(None)
             }
@@ -537,6 +587,11 @@ impl Session {
 
 fn cut_lock(sql: &str, modes: Modes) -> Option<String> {
     lock_clause::cut(sql, modes)
+}
+
+/// What a shadow was prepared for: database, sql_mode, character set, text.
+fn shadow_key(under: &PreparedUnder, shadow_sql: &str) -> String {
+    format!("{}\0{}\0{}\0{shadow_sql}", under.schema.as_deref().unwrap_or_default(), under.sql_mode, under.charset)
 }
 
 #[cfg(test)]
