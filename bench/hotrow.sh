@@ -23,6 +23,11 @@
 # Environment (defaults in brackets):
 #   DB_HOST [127.0.0.1]  DB_PORT [3306]
 #   THREADS ["1 4 16 64"]  ROUNDS [3]  BENCH_TIME [10]  WARMUP [2]
+#   DB_DELAY_US [0]  a network between the app's pod and the database: every
+#                    connection to MariaDB (the direct flows and both thaws'
+#                    backend legs) goes through examples/delay_relay.rs, which
+#                    delays each direction by this much; the app-to-thaw leg
+#                    stays local, as with a sidecar. 0: no relay.
 #   THAW_BIN [target/release/thaw, built with `cargo build --release --locked`]
 #
 # Prints a markdown table and writes it with the machine and the date to
@@ -38,6 +43,7 @@ THREADS="${THREADS:-1 4 16 64}"
 ROUNDS="${ROUNDS:-3}"
 BENCH_TIME="${BENCH_TIME:-10}"
 WARMUP="${WARMUP:-2}"
+DB_DELAY_US="${DB_DELAY_US:-0}"
 DB=thaw_hotrow
 BALANCE=1000000000000
 
@@ -66,6 +72,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# ------------------------------------------------------------------ the network
+# BACKEND_PORT: where the flows reach MariaDB (through the delay relay when
+# DB_DELAY_US > 0). mysql_q (set-up, books) always goes straight.
+BACKEND_PORT="$DB_PORT"
+RTT_NOTE="none (everything on loopback)"
+if [ "$DB_DELAY_US" -gt 0 ]; then
+    log "cargo build --release --locked --example delay_relay"
+    cargo build --release --locked --example delay_relay >&2
+    BACKEND_PORT="$(free_port)"
+    "$ROOT/target/release/examples/delay_relay" "127.0.0.1:$BACKEND_PORT" "$DB_HOST:$DB_PORT" "$DB_DELAY_US" >"$WORK/relay.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 1 100); do grep -q ready "$WORK/relay.log" && break; sleep 0.1; done
+    grep -q ready "$WORK/relay.log" || die "the delay relay did not start: $(cat "$WORK/relay.log")"
+    # a query's round trip to MariaDB: 500 x SELECT 1 over one connection
+    rtt_us() {
+        local t0 t1
+        t0="$(date +%s%N)"
+        yes 'SELECT 1;' | head -500 | MYSQL_PWD= mysql --protocol=TCP -h127.0.0.1 -P"$1" -uroot -N -B >/dev/null
+        t1="$(date +%s%N)"
+        echo $(( (t1 - t0) / 500000 ))
+    }
+    RTT_NOTE="delay relay, ${DB_DELAY_US} us each way; a query's round trip $(rtt_us "$BACKEND_PORT") us through it vs $(rtt_us "$DB_PORT") us direct (mean of 500 x SELECT 1)"
+fi
+log "to MariaDB: $RTT_NOTE"
+
 # ------------------------------------------------------------------ two thaws
 mkdir -p "$WORK/plain" "$WORK/defer"
 cp rules/billing.yaml "$WORK/plain/billing.yaml"
@@ -77,7 +108,7 @@ sed -E 's/^([[:space:]]*)- table:(.*)$/&\n\1  defer_writes: true/' rules/billing
 start_thaw() { # name -> sets PORT_<name>, ADMIN_<name>
     local port admin
     port="$(free_port)"; admin="$(free_port)"
-    "$THAW_BIN" run --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --backend "$DB_HOST:$DB_PORT" \
+    "$THAW_BIN" run --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --backend "127.0.0.1:$BACKEND_PORT" \
         --rules "$WORK/$1" >"$WORK/thaw-$1.log" 2>&1 &
     PIDS+=("$!")
     for _ in $(seq 1 100); do
@@ -108,7 +139,7 @@ fresh_schema() {
 
 FLOWS=(legacy-defer legacy-thaw handfix-direct handfix-thaw)
 flow_script() { case "$1" in legacy-*) echo hotrow_legacy.lua ;; *) echo hotrow_handfix.lua ;; esac; }
-flow_port() { case "$1" in legacy-defer) echo "$PORT_defer" ;; *-thaw) echo "$PORT_plain" ;; *-direct) echo "$DB_PORT" ;; esac; }
+flow_port() { case "$1" in legacy-defer) echo "$PORT_defer" ;; *-thaw) echo "$PORT_plain" ;; *-direct) echo "$BACKEND_PORT" ;; esac; }
 
 # CPU seconds (user + system) a process has used: where a flow's time goes
 # on a machine whose cores the client, thaw and MariaDB share.
@@ -223,6 +254,7 @@ REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet
     echo
     echo "- date: $STAMP"
     echo "- machine: $(nproc) cores, $CPU_MODEL, $(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo) GiB RAM, $(uname -sr); load average $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+    echo "- network to MariaDB: $RTT_NOTE"
     echo "- MariaDB $(mysql_q 'SELECT VERSION()'), sysbench $(sysbench --version | awk '{print $2}'), thaw $REV ($THAW_BIN)"
     echo "- $ROUNDS rounds x ${BENCH_TIME} s (+${WARMUP} s warm-up) per flow and thread count, flows alternated, median transactions/s"
     echo
