@@ -23,7 +23,7 @@ use super::SessionError;
 use super::command::{Session, cmd};
 use super::query::Step;
 use crate::ops::metrics::labels;
-use crate::retry::record::first_keyword;
+use crate::retry::record::{contains_ci, first_keyword};
 use crate::rules::Action;
 use crate::rules::lex::Modes;
 use crate::rules::lock_clause;
@@ -195,6 +195,12 @@ impl Session {
         let Some(id) = out.stmt_id else {
             // The server's "last statement" is now none (1243 for 0xFFFFFFFF).
             self.last_prepared = None;
+            // A refused PREPARE is the statement the diagnostics and
+            // ROW_COUNT() (-1) now describe, not a held write before it.
+            if out.err.is_some() {
+                self.txn.held_last = false;
+                self.row_count_after_block = false;
+            }
             return Ok(());
         };
         let (shadow, shadow_key) = shadow.unzip();
@@ -271,6 +277,15 @@ impl Session {
             return Ok(());
         }
         let prepared_text = stmt.as_ref().and_then(|s| s.sql.clone());
+        // As for a COM_QUERY (query.rs): after a COMMIT sent as the held
+        // writes' block, ROW_COUNT() must read the COMMIT's 0. A text thaw
+        // did not keep may read it too.
+        if self.row_count_after_block
+            && prepared_text.as_deref().is_none_or(|t| contains_ci(t.as_bytes(), b"row_count") || contains_ci(t.as_bytes(), b"found_rows"))
+        {
+            self.side_query("SET @@SESSION.sql_mode = @@SESSION.sql_mode").await?;
+            self.row_count_after_block = false;
+        }
         let rules_apply = self.rules_apply(prepared_text.as_deref().unwrap_or_default().as_bytes());
         if rules_apply && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
@@ -571,7 +586,7 @@ impl Session {
         self.send_to_server(&close).await
     }
 
-    async fn close_shadows(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn close_shadows(&mut self) -> Result<(), SessionError> {
         let mut shadows: Vec<u32> = self.idle_shadows.drain(..).map(|(_, id)| id).collect();
         shadows.extend(self.stmts.values_mut().filter_map(|s| {
             s.shadow_key = None;

@@ -96,7 +96,13 @@ impl Session {
         let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
         let locking = self.locking_read(sql, class.as_ref());
         let started = std::time::Instant::now();
-        let first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
+        let mut first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
+        // An SQL PREPARE takes a statement slot as COM_STMT_PREPARE does:
+        // out of slots (1461), thaw's shadows are closed and it is sent again.
+        if keyword == "PREPARE" && !multi && self.shadows > 0 && packets::parse_err(&first).is_some_and(|e| e.code == 1461) {
+            self.close_shadows().await?;
+            first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
+        }
         if let Some(key) = &locking {
             self.shared.metrics.contention.ran(key, started.elapsed().as_secs_f64());
         }
