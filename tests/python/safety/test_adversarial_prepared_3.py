@@ -178,3 +178,29 @@ def test_defer_diagnostics_after_a_failed_prepare_are_the_prepares(via, defer_su
         return "done"
 
     check(scenario, setup=std_setup(), via=via, subject=defer_subject, direct=direct)
+
+
+# ------------------------------------------------ what a PREPARE sends first
+def test_prepare_after_a_set_leaves_row_count_alone(via, subject, direct):
+    """A driver that prepares every statement (mysql-connector's
+    `cursor(prepared=True)`): the app sets a session variable for its audit
+    trigger (`SET @actor = ?`), then asks `SELECT ROW_COUNT()`, an ORM's
+    check after any statement it ran.
+
+    Direct a PREPARE changes neither ROW_COUNT() nor the diagnostics: after
+    the SET it is 0. Through thaw the SET marks the settings stale and the
+    PREPARE of `SELECT ROW_COUNT()` (a statement no rule governs, outside
+    any transaction) is preceded by thaw's settings query (prepared.rs
+    `prepare` -> `refresh_settings`, a SELECT): ROW_COUNT() is that
+    SELECT's -1. The text path reads the settings only for a statement the
+    rules apply to."""
+    def scenario(env: Env, db: str):
+        b = BinClient(env(autocommit=True))
+        rec = env.recorder("app")
+        (_, s, _, _) = b.prepare("SET @actor = ?")
+        rec.note("set", b.execute(s, ["billing-worker"]))
+        (_, rc, _, _) = b.prepare("SELECT ROW_COUNT()")
+        rec.note("row count", b.execute(rc, []))
+        return "done"
+
+    check(scenario, setup=std_setup(), via=via, subject=subject, direct=direct)
