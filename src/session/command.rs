@@ -257,7 +257,7 @@ impl Session {
                 let out = self.forward(&packet, Expect::OnePacket).await?;
                 if out.err.is_none() {
                     self.state.schema = Some(String::from_utf8_lossy(&packet[1..]).into_owned());
-                    self.state.settings_fresh = false;
+                    self.state.settings_may_change();
                 }
             }
             cmd::RESET_CONNECTION => {
@@ -323,7 +323,7 @@ impl Session {
             }
             None => {
                 self.state.simultaneous_assignment = None;
-                self.state.settings_fresh = false;
+                self.state.settings_may_change();
             }
         }
         Ok(())
@@ -339,7 +339,7 @@ impl Session {
         self.shadows = 0;
         self.idle_shadows.clear();
         self.state.simultaneous_assignment = None;
-        self.state.settings_fresh = false;
+        self.state.settings_may_change();
     }
 
     /// The one place a statement's end reaches the transaction state.

@@ -70,6 +70,9 @@ pub(super) struct Stmt {
     pub params: u16,
     /// `None`: the settings were not known at PREPARE (not planned).
     pub under: Option<PreparedUnder>,
+    /// Settings not read at PREPARE: `ConnState::settings_epoch` then. Still
+    /// the same at an execute, the settings read then are the PREPARE's.
+    pub settings_epoch: Option<u64>,
     /// Types the client bound last (an execute may omit them).
     pub types: Option<Vec<(u8, u8)>>,
     /// The client's last types went to a shadow or to text, not to this
@@ -121,6 +124,16 @@ impl Session {
         }
     }
 
+    /// The settings a statement prepared now is read under.
+    fn prepared_under(&self) -> PreparedUnder {
+        PreparedUnder {
+            modes: self.modes(),
+            sql_mode: self.state.sql_mode.clone(),
+            charset: self.state.charset_client.clone(),
+            schema: self.state.schema.clone(),
+        }
+    }
+
     /// The server's answer to a command naming a statement it does not have.
     async fn unknown_statement(&mut self, command: &str) -> Result<(), SessionError> {
         let msg = format!("Unknown prepared statement handler ({LAST_PREPARED}) given to {command}");
@@ -131,16 +144,16 @@ impl Session {
     pub(super) async fn prepare(&mut self, packet: Bytes) -> Result<(), SessionError> {
         let text = &packet[1..];
         let keyword = first_keyword(text);
-        // What the server reads the text under is what thaw must read it under.
-        if !self.live.rules.is_empty() && !self.state.settings_fresh && !self.all_shadow() {
+        // What the server reads the text under is what thaw must read it
+        // under. thaw's settings query is a statement (ROW_COUNT() reads -1
+        // after it), and a PREPARE is not: only a statement the rules apply
+        // to pays for it now; any other learns its settings at its first
+        // planned execute, if nothing may have changed them since.
+        if self.rules_apply(text) && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
         }
-        let under = self.state.settings_fresh.then(|| PreparedUnder {
-            modes: self.modes(),
-            sql_mode: self.state.sql_mode.clone(),
-            charset: self.state.charset_client.clone(),
-            schema: self.state.schema.clone(),
-        });
+        let under = self.state.settings_fresh.then(|| self.prepared_under());
+        let settings_epoch = (!self.state.settings_fresh).then_some(self.state.settings_epoch);
         let sql: Option<Arc<str>> = std::str::from_utf8(text).ok().filter(|t| t.len() <= MAX_PLANNED_TEXT).map(Arc::from);
         let locking = sql.as_deref().and_then(|t| {
             // Classified with zeros for its parameters (a text with `?` is not SQL thaw reads).
@@ -213,6 +226,7 @@ impl Session {
                 sql,
                 params: out.stmt_params,
                 under,
+                settings_epoch,
                 locking: locking.map(|(shape, _)| shape),
                 shadow,
                 shadow_key,
@@ -271,7 +285,7 @@ impl Session {
     pub(super) async fn execute(&mut self, packet: Bytes) -> Result<(), SessionError> {
         let Some(packet) = self.resolve_id(&packet) else { return self.unknown_statement("mysqld_stmt_execute").await };
         let id = binary::stmt_id(&packet).unwrap_or(0);
-        let stmt = self.stmts.get(&id).cloned();
+        let mut stmt = self.stmts.get(&id).cloned();
         let ctl = stmt.as_ref().map(|s| s.ctl.clone()).unwrap_or(TxControl::None);
         if self.answered_for_state(&ctl).await? {
             return Ok(());
@@ -289,6 +303,18 @@ impl Session {
         let rules_apply = self.rules_apply(prepared_text.as_deref().unwrap_or_default().as_bytes());
         if rules_apply && !self.state.settings_fresh && !self.all_shadow() {
             self.refresh_settings().await?;
+        }
+        if let Some(s) = stmt.as_mut()
+            && s.under.is_none()
+            && self.state.settings_fresh
+            && s.settings_epoch == Some(self.state.settings_epoch)
+        {
+            let under = self.prepared_under();
+            s.under = Some(under.clone());
+            if let Some(kept) = self.stmts.get_mut(&id) {
+                kept.under = Some(under);
+                kept.settings_epoch = None;
+            }
         }
         let bound = match &stmt {
             Some(s) if rules_apply => self.bind_execute(s, &packet),
@@ -431,7 +457,7 @@ impl Session {
             }
         }
         if stmt.changes_settings {
-            self.state.settings_fresh = false;
+            self.state.settings_may_change();
         }
         // An EXECUTE that opens a cursor returns its rows later, through FETCH.
         let opens_cursor = packet.get(5).is_some_and(|flags| flags & CURSOR_FLAGS != 0);

@@ -149,7 +149,7 @@ impl Session {
             self.forget_what_it_may_have_written(class.as_ref());
         }
         if multi || !keeps_settings(&keyword) {
-            self.state.settings_fresh = false;
+            self.state.settings_may_change();
         }
         self.after_statement(&ctl, &sent, &out, !multi && replayable_statement(sql));
         Ok(())

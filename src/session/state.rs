@@ -27,6 +27,9 @@ pub struct ConnState {
     /// have changed them (SET, CALL, multi-statements, ...), and they are
     /// read again before the next statement the rules plan.
     pub settings_fresh: bool,
+    /// Counts the times `settings_fresh` went false (`settings_may_change`):
+    /// unchanged, the settings are still what they were when it was read.
+    pub settings_epoch: u64,
     pub sql_mode: String,
     pub charset_client: String,
     /// @@SESSION.completion_type (`NO_CHAIN`, `CHAIN`, `RELEASE`), as last read.
@@ -38,6 +41,12 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// Something may have changed sql_mode, the character set or the database.
+    pub fn settings_may_change(&mut self) {
+        self.settings_fresh = false;
+        self.settings_epoch += 1;
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.status & status::IN_TRANS != 0
     }

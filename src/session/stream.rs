@@ -130,7 +130,7 @@ impl Session {
                 self.txn.captures.mark_uncertain(None, &t.table);
             }
         }
-        self.state.settings_fresh = false;
+        self.state.settings_may_change();
         self.after_statement(&TxControl::None, &prefix, &out, false);
         Ok(())
     }
