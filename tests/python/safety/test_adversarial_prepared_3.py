@@ -23,7 +23,7 @@ from conftest import admin_connect
 from safety.binproto import BinClient
 from safety.conftest import BILLING_RULES, _remember
 from safety.deferral import with_defer_writes
-from safety.harness import Endpoint, Env, check, std_setup
+from safety.harness import Endpoint, Env, check, exec_in, std_setup
 from thawproc import ThawProc
 
 USER_READ = "SELECT id, balance, frozen_balance FROM users WHERE id = ? FOR UPDATE"
@@ -122,6 +122,33 @@ def test_shadow_of_one_connection_does_not_take_another_connections_slot(via, su
         return "done"
 
     check(scenario, setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+
+def test_procedure_that_prepares_is_not_refused_for_a_slot_a_shadow_holds(via, subject, direct):
+    """The same room for exactly the app's statements, and the app's second
+    statement is a stored procedure that prepares one of its own (dynamic
+    SQL: `PREPARE s FROM '...'; EXECUTE s; DEALLOCATE PREPARE s`).
+
+    Direct the CALL returns the report's row. Through thaw the shadow
+    prepared with the app's locking read holds the slot and the PREPARE
+    inside the procedure fails: the app gets 1461 from its CALL. A CALL
+    cannot be sent again (what the procedure did before its PREPARE would
+    run twice), so closing the shadows after the error does not help."""
+    def setup(env: Env) -> None:
+        std_setup()(env)
+        exec_in(env.db, "CREATE PROCEDURE report() BEGIN PREPARE s FROM 'SELECT COUNT(*) FROM users';"
+                        " EXECUTE s; DEALLOCATE PREPARE s; END")
+
+    def scenario(env: Env, db: str):
+        b = BinClient(env(autocommit=True))
+        rec = env.recorder("app")
+        with statement_slots(2):
+            rec.note("prepare read", brief(b.prepare(USER_READ)))
+            rec.note("call", b.query("CALL report()"))
+        return "done"
+
+    check(scenario, setup=setup, via=via, subject=subject, direct=direct)
 
 
 # ------------------------------------------------ defer_writes
