@@ -1,0 +1,120 @@
+"""Adversarial cases, third review: the text protocol (COM_QUERY) as a
+confused ORM or an attacker drives it. Each is a sequence that is correct run
+directly against MariaDB; through thaw (shipped rules/billing.yaml) it must
+give the same rows and show the app the same results and errors.
+
+Each case runs direct (the reference) and through thaw and compares, as the
+rest of the safety suite does."""
+from __future__ import annotations
+
+import pymysql
+
+from safety.harness import App, Env, check, run_with_retry, std_setup
+
+USER_ROW = "SELECT id, username, balance, frozen_balance FROM users WHERE id = {uid} FOR UPDATE"
+
+
+def _single_session(body, conn_kw=None):
+    def scenario(env: Env, db: str):
+        app = env.app(**(conn_kw or {}))
+
+        def txn():
+            body(app)
+            app.q("COMMIT")
+            return "done"
+        return run_with_retry(txn, rec=app.rec, rollback=app.rollback)
+    return scenario
+
+
+# ------------------------------------------------------- operator precedence
+def test_xor_in_where_is_not_a_key_conjunct(via, subject, direct):
+    """XOR binds more loosely than AND on the server (`a AND b XOR c` is
+    `(a AND b) XOR c`); sqlparser ranks it above `=`, so thaw reads
+    `id = 1 AND 0 XOR id = 3` as keyed by user 1. The app read user 1 FOR
+    UPDATE and writes carol's (user 3) frozen balance absolutely. Direct:
+    carol's frozen balance is 150. Through thaw the write becomes a delta
+    computed from user 1's capture (+50) and lands on carol: 50."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1 AND 0 XOR id = 3")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+# ---------------------------------------------------------------- savepoints
+def test_rollback_to_savepoint_named_accent_insensitively(via, subject, direct):
+    """Savepoint names compare as utf8_general_ci on the server: `ROLLBACK TO
+    e` rolls back to savepoint `é`. thaw compares names ASCII case-insensitively,
+    misses it and keeps the capture of the rolled-back write (150). The app
+    then writes its freeze again (130): direct 130, through thaw a delta of
+    130 - 150 = -20 on the restored 100: 80."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SAVEPOINT `é`")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+        app.q("ROLLBACK TO e")
+        app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+def test_rollback_to_double_quoted_savepoint_under_ansi_quotes(via, subject, direct):
+    """With ANSI_QUOTES a savepoint may be named in double quotes. thaw reads
+    the name of `SAVEPOINT "a"` and `SAVEPOINT "b"` as the same (`"`), so
+    `ROLLBACK TO "a"` restores the captures as of "b" (after the first write)
+    while the server restores them as of "a"."""
+    def body(app: App):
+        app.q("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')")
+        app.q(USER_ROW.format(uid=1))
+        app.q('SAVEPOINT "a"')
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+        app.q('SAVEPOINT "b"')
+        app.q("UPDATE users SET frozen_balance = 170 WHERE id = 1")
+        app.q('ROLLBACK TO SAVEPOINT "a"')
+        app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+MULTI = {"client_flag": pymysql.constants.CLIENT.MULTI_STATEMENTS}
+
+
+def test_savepoint_set_inside_a_multi_statement_packet(via, subject, direct):
+    """The app sends its freeze log and a savepoint in one packet
+    (CLIENT_MULTI_STATEMENTS). thaw reads transaction control off the first
+    statement only, so it never learns of savepoint s; `ROLLBACK TO s` then
+    leaves the capture of the undone write (150) in place, and the app's
+    redone freeze (130) becomes 130 - 150 = -20 on the restored 100: 80 frozen
+    instead of 130."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("INSERT INTO freeze_logs (request_id, user_id, amount) VALUES ('app-1', 1, 50); SAVEPOINT s")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+        app.q("ROLLBACK TO SAVEPOINT s")
+        app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
+    check(_single_session(body, MULTI), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+def test_rollback_to_inside_a_multi_statement_packet(via, subject, direct):
+    """The same with the ROLLBACK TO as the second statement of a packet: the
+    redone freeze must be relative to the restored 100."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SAVEPOINT s")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+        app.q("SELECT 1; ROLLBACK TO SAVEPOINT s")
+        app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
+    check(_single_session(body, MULTI), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+def test_lock_tables_commits_the_window_away(via, subject, direct):
+    """LOCK TABLES commits the open transaction (and with autocommit off the
+    server reports a new one open right away, so the status flags show no
+    end). The app read user 1, then locks the log table to count and append
+    its freeze log. Direct the count runs. thaw still holds user 1 in the
+    protection window, validates the count by re-locking `users`, which is
+    not among the locked tables (1100), and answers 1213: on every retry."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("LOCK TABLES freeze_logs WRITE")
+        app.q("SELECT COUNT(*) FROM freeze_logs WHERE user_id = 1")
+        app.q("INSERT INTO freeze_logs (request_id, user_id, amount) VALUES ('app-1', 1, 0)")
+        app.q("UNLOCK TABLES")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
