@@ -130,6 +130,12 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
     if toks.iter().any(|t| matches!(t.token, Token::StringConcat | Token::Overlap | Token::ExclamationMark)) {
         return Err(unh(mentioned, "operator whose meaning depends on sql_mode (||, &&, !)"));
     }
+    // sqlparser ranks XOR above `=`; the server below AND (`a AND b XOR c`
+    // is `(a AND b) XOR c`): the parsed tree would show a key conjunct the
+    // server does not have.
+    if toks.iter().any(|t| t.is_kw(Keyword::XOR)) {
+        return Err(unh(mentioned, "XOR, which sqlparser and the server parse with different precedence"));
+    }
     let lock = lock_clause::find(toks);
     let body: Vec<Tok> = match lock {
         LockClause::NotTrailing => return Err(unh(mentioned, "locking read whose lock clause does not end the statement")),
