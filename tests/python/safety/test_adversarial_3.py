@@ -118,3 +118,56 @@ def test_lock_tables_commits_the_window_away(via, subject, direct):
         app.q("INSERT INTO freeze_logs (request_id, user_id, amount) VALUES ('app-1', 1, 0)")
         app.q("UNLOCK TABLES")
     check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+# ------------------------------------------------ stored functions in a plan
+BUMP_FUNCTION = (
+    "CREATE FUNCTION bump_frozen(uid BIGINT, n BIGINT) RETURNS INT MODIFIES SQL DATA"
+    " BEGIN UPDATE users SET frozen_balance = frozen_balance + n WHERE id = uid; RETURN ROW_COUNT(); END"
+)
+
+
+def test_stored_function_in_an_unlocked_read_of_another_governed_table(via, subject, direct):
+    """Inside the window of user 1, the app reads its conversation FOR UPDATE
+    with a stored function in the select list; the function freezes 10 on
+    user 1. thaw plans the read as an unlock (proven), so it runs without
+    validation, and user 1's capture still says 100: the app's absolute write
+    of 150 becomes +50 on 110. Direct: 150; through thaw: 160."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SELECT id, message_count, total_tokens, bump_frozen(1, 10) AS bumped FROM conversations WHERE id = 1 FOR UPDATE")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(BUMP_FUNCTION), via=via, subject=subject, direct=direct)
+
+
+def test_stored_function_in_the_where_of_a_guarded_write(via, subject, direct):
+    """The same with the function in the WHERE of a keyed UPDATE of the
+    conversation (which thaw guards): user 1 was validated (locked, 100)
+    before it, the function makes it 110, and the later absolute write of 150
+    becomes +50: 160."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SELECT id, message_count, total_tokens FROM conversations WHERE id = 1 FOR UPDATE")
+        app.q("UPDATE conversations SET message_count = 6 WHERE id = 1 AND bump_frozen(1, 10) = 1")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(BUMP_FUNCTION), via=via, subject=subject, direct=direct)
+
+
+SHADOWING_NOW = (
+    "CREATE FUNCTION `now`() RETURNS DATETIME MODIFIES SQL DATA"
+    " BEGIN UPDATE users SET frozen_balance = frozen_balance + 10 WHERE id = 1; RETURN '2024-05-01 00:00:00'; END"
+)
+
+
+def test_space_before_the_parenthesis_calls_the_stored_function(via, subject, direct):
+    """`NOW()` is the built-in, but `now ()` (a blank before the parenthesis)
+    calls the database's stored function `now` when there is one: the server
+    parses COUNT, SUM, NOW, CAST, ... as built-ins only when `(` follows at
+    once. thaw takes both for the built-in and lets `SELECT now ()` through
+    the window unvalidated; the function freezes 10 on user 1, whose capture
+    still says 100, so the absolute write of 150 becomes +50: 160."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SELECT now () AS t")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(SHADOWING_NOW), via=via, subject=subject, direct=direct)
