@@ -309,6 +309,16 @@ impl Captures {
         }
     }
 
+    /// ROLLBACK TO a savepoint thaw cannot place: any write since some
+    /// unknown point is undone, and the locks taken since may be released.
+    /// Every row's last-seen values become unknown.
+    pub fn rollback_to_unknown(&mut self) {
+        for row in self.rows.values_mut() {
+            row.uncertain = true;
+            row.protected = false;
+        }
+    }
+
     /// Validation re-locked the row and found the captured values.
     pub fn set_protected(&mut self, id: &RowId) {
         if let Some(r) = self.rows.get_mut(id) {
