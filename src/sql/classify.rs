@@ -1,7 +1,7 @@
 //! Classify one COM_QUERY text for the protection window's allow-list.
 //! Anything this module cannot prove the shape of is `Unknown`: the gate
 //! then validates before sending it.
-use super::functions::is_builtin;
+use super::functions::calls_maybe_stored;
 use crate::rules::lex::{LexError, Modes, Tok, lex};
 use crate::rules::lock_clause::{self, LockClause};
 use crate::rules::plan::parse_one;
@@ -130,19 +130,8 @@ pub fn classify(sql: &[u8], modes: Modes) -> Classified {
         }
         ControlFlow::<()>::Continue(())
     });
-    let mut bad_function: Option<()> = None;
-    let _ = visit_expressions(&stmt, |e| {
-        if let Expr::Function(f) = e {
-            let builtin = f.name.0.len() == 1 && f.name.0[0].as_ident().is_some_and(|i| is_builtin(&i.value));
-            if !builtin {
-                bad_function = Some(());
-                return ControlFlow::Break(());
-            }
-        }
-        ControlFlow::Continue(())
-    });
     let mut c = Classified { shape: Shape::Unknown("statement kind"), relations, factors: Vec::new(), plain_projection: false, stmt: None };
-    if bad_function.is_some() {
+    if calls_maybe_stored(body, &stmt) {
         c.shape = Shape::Unknown("call of a function that may be stored (not a known built-in)");
         return c;
     }

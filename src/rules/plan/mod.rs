@@ -155,6 +155,11 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
             Ok(None)
         };
     };
+    // A stored function may read or write any row, the window's included,
+    // while the statement runs: nothing about it is proven.
+    if crate::sql::calls_maybe_stored(toks, &stmt) {
+        return Err(unh(mentioned, "call of a function that may be stored (not a known built-in)"));
+    }
     match (&stmt, &lock) {
         (Statement::Query(q), LockClause::Trailing { first, end, cut_start, cut_end }) => {
             let try_lock = toks[*first..*end].iter().any(|t| t.is_kw(Keyword::NOWAIT) || t.is_kw(Keyword::SKIP));
