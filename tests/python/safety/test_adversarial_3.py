@@ -171,3 +171,18 @@ def test_space_before_the_parenthesis_calls_the_stored_function(via, subject, di
         app.q("SELECT now () AS t")
         app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
     check(_single_session(body), setup=std_setup(SHADOWING_NOW), via=via, subject=subject, direct=direct)
+
+
+def test_savepoint_name_with_a_doubled_backtick(via, subject, direct):
+    """`` `a``b` `` names the savepoint a`b. thaw's name reader stopped at the
+    first backtick and read it as `a`, so it replaced its layer of savepoint a
+    (before the write) with this one (after it); `ROLLBACK TO a` then kept the
+    capture of the undone write: the redone freeze of 130 became 80."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SAVEPOINT a")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+        app.q("SAVEPOINT `a``b`")
+        app.q("ROLLBACK TO SAVEPOINT a")
+        app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
