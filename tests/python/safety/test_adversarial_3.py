@@ -186,3 +186,18 @@ def test_savepoint_name_with_a_doubled_backtick(via, subject, direct):
         app.q("ROLLBACK TO SAVEPOINT a")
         app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
     check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+def test_rollback_to_after_an_empty_comment_line_with_crlf(via, subject, direct):
+    """A statement from a file with CRLF line ends that starts with an empty
+    `--` comment line: `--\\r\\nROLLBACK TO SAVEPOINT a`. The server takes
+    `--` followed by any control character for a comment; thaw's reader of
+    transaction control knew only `-- `, `--\\t` and `--\\n`, did not see the
+    ROLLBACK TO, and kept the capture of the undone write: 130 became 80."""
+    def body(app: App):
+        app.q(USER_ROW.format(uid=1))
+        app.q("SAVEPOINT a")
+        app.q("UPDATE users SET frozen_balance = 150 WHERE id = 1")
+        app.q("--\r\nROLLBACK TO SAVEPOINT a")
+        app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
