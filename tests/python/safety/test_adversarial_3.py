@@ -201,3 +201,28 @@ def test_rollback_to_after_an_empty_comment_line_with_crlf(via, subject, direct)
         app.q("--\r\nROLLBACK TO SAVEPOINT a")
         app.q("UPDATE users SET frozen_balance = 130 WHERE id = 1")
     check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+# ------------------------------------------------- lock wait retry, variables
+def test_lock_wait_retry_of_a_statement_that_assigns_user_variables(via, subject, direct):
+    """The app numbers rows with a user variable in the WHERE of an UPDATE
+    that waits on a row another session holds: the server evaluates the
+    assignment for the rows it reached before the wait, then answers 1205 and
+    rolls back the statement, not the variable. Through thaw the 1205 is
+    retried: each re-send assigns again, and the app, which saw one
+    statement fail, finds a larger @n than direct."""
+    def scenario(env: Env, db: str):
+        blocker = env(direct=True)
+        with blocker.cursor() as cur:
+            cur.execute("SELECT n FROM jobs WHERE id = 3 FOR UPDATE")
+        app = env.app()
+        app.q("SET SESSION innodb_lock_wait_timeout = 1")
+        app.q("SET @n = 0")
+        app.try_q("UPDATE jobs SET n = n + 1 WHERE (@n := @n + 1) > 0 ORDER BY id")
+        blocker.rollback()
+        app.q("SELECT @n")
+        app.q("ROLLBACK")
+        return "done"
+
+    jobs = ["CREATE TABLE jobs (id INT PRIMARY KEY, n INT NOT NULL)", "INSERT INTO jobs VALUES (1, 0), (2, 0), (3, 0)"]
+    check(scenario, setup=std_setup(*jobs), via=via, subject=subject, direct=direct)
