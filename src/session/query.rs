@@ -9,7 +9,7 @@ use super::command::Session;
 use super::response::{Outcome, RelayOpts};
 use super::validate::deadlock;
 use crate::ops::metrics::labels;
-use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
+use crate::retry::record::{assigns_variables, contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
 use crate::rules::{Action, ErrorResponse, Rewrite, RowId, Seen, ViolationCheck, ViolationResponse};
 use crate::sql::{self, Shape, TxControl};
@@ -93,7 +93,7 @@ impl Session {
             }
             None => packet.clone(),
         };
-        let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
+        let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK") || assigns_variables(sql);
         let locking = self.locking_read(sql, class.as_ref());
         let started = std::time::Instant::now();
         let first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
