@@ -226,3 +226,18 @@ def test_lock_wait_retry_of_a_statement_that_assigns_user_variables(via, subject
 
     jobs = ["CREATE TABLE jobs (id INT PRIMARY KEY, n INT NOT NULL)", "INSERT INTO jobs VALUES (1, 0), (2, 0), (3, 0)"]
     check(scenario, setup=std_setup(*jobs), via=via, subject=subject, direct=direct)
+
+
+# ------------------------------------------------------------------ sql_mode
+def test_out_of_range_write_clamped_without_strict_mode(via, subject, direct):
+    """A legacy app runs with sql_mode = '' and writes a counter past the INT
+    range: the server stores 2147483647 (a warning). thaw's capture kept the
+    value as written (3000000000), so the next absolute write (10) became a
+    delta of -2999999990, which the guard `message_count >= 0` refuses: 1644
+    and a rolled-back transaction where direct stores 10."""
+    def body(app: App):
+        app.q("SET SESSION sql_mode = ''")
+        app.q("SELECT id, message_count, total_tokens FROM conversations WHERE id = 1 FOR UPDATE")
+        app.q("UPDATE conversations SET message_count = 3000000000 WHERE id = 1")
+        app.q("UPDATE conversations SET message_count = 10 WHERE id = 1")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
