@@ -241,3 +241,18 @@ def test_out_of_range_write_clamped_without_strict_mode(via, subject, direct):
         app.q("UPDATE conversations SET message_count = 3000000000 WHERE id = 1")
         app.q("UPDATE conversations SET message_count = 10 WHERE id = 1")
     check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+def test_string_truncated_without_strict_mode_then_written_again(via, subject, direct):
+    """With sql_mode = '' a username longer than VARCHAR(64) is stored cut to
+    64 characters (a warning). thaw's capture kept the literal as written, so
+    the next rename's compare-and-set (`AND username = <70 characters>`) can
+    never match: 1213 on every retry, where direct renames."""
+    long_name = "x" * 70
+
+    def body(app: App):
+        app.q("SET SESSION sql_mode = ''")
+        app.q(USER_ROW.format(uid=1))
+        app.q(f"UPDATE users SET username = '{long_name}' WHERE id = 1")
+        app.q("UPDATE users SET username = 'alice2' WHERE id = 1")
+    check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
