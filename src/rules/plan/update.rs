@@ -356,10 +356,21 @@ pub(super) fn plan_update<'r>(
             Some(c) => checks.push(c),
             None => return Err(unh(rule, format!("{col}: the captured value cannot be compared exactly through a literal"))),
         }
-        // The literal as written: `'007'` must stay `007` for a string column.
-        on_success.push(match written {
-            Some(v) => set(v),
-            None => forget(),
+        // What the column stores: a number into an integer or DECIMAL column
+        // as stored() says; NULL. A string is stored as the column's type,
+        // length, character set and sql_mode make it (cut to the length
+        // without strict mode, an ENUM's own spelling, `?` for a character
+        // the column cannot hold): not known, so the capture forgets it.
+        // Unknown metadata (explain, tests): the literal as written.
+        let unknown_meta = meta == ColMeta::default();
+        on_success.push(match (&lit, written) {
+            (_, Some(None)) => set(None),
+            (_, Some(v)) if unknown_meta => set(v),
+            (Some(Lit::Number(_)), Some(Some(n))) if meta.is_exact_number() => match Decimal::parse(&n).and_then(|d| stored(&d, &meta)) {
+                Some(v) => set(Some(v)),
+                None => forget(),
+            },
+            _ => forget(),
         });
     }
     let cas_checks = checks.clone();
