@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pymysql
 
-from safety.harness import App, Env, check, run_with_retry, std_setup
+from safety.harness import App, Env, check, exec_in, run_with_retry, std_setup
 
 USER_ROW = "SELECT id, username, balance, frozen_balance FROM users WHERE id = {uid} FOR UPDATE"
 
@@ -256,3 +256,23 @@ def test_string_truncated_without_strict_mode_then_written_again(via, subject, d
         app.q(f"UPDATE users SET username = '{long_name}' WHERE id = 1")
         app.q("UPDATE users SET username = 'alice2' WHERE id = 1")
     check(_single_session(body), setup=std_setup(), via=via, subject=subject, direct=direct)
+
+
+DECIMAL_USERS = [
+    "CREATE TABLE users (id BIGINT PRIMARY KEY, username VARCHAR(64), balance DECIMAL(6,2) NOT NULL DEFAULT 0,"
+    " frozen_balance DECIMAL(6,2) NOT NULL DEFAULT 0, updated_at DATETIME NULL)",
+    "INSERT INTO users VALUES (1, 'alice', 5000, 100, NULL)",
+]
+
+
+def test_out_of_range_decimal_clamped_without_strict_mode(via, subject, direct):
+    """The same for a DECIMAL(6,2) balance: 123456.00 is stored as 9999.99.
+    thaw's capture held 123456.00, so the next absolute write (10) became a
+    delta of -123446.00 and its guard refused it (1644) where direct stores
+    10."""
+    def body(app: App):
+        app.q("SET SESSION sql_mode = ''")
+        app.q(USER_ROW.format(uid=1))
+        app.q("UPDATE users SET balance = 123456.00 WHERE id = 1")
+        app.q("UPDATE users SET balance = 10 WHERE id = 1")
+    check(_single_session(body), setup=lambda env: exec_in(env.db, *DECIMAL_USERS), via=via, subject=subject, direct=direct)
