@@ -457,7 +457,19 @@ pub(super) fn pass(rule: &TableRule, sql: &str, row: Option<RowId>, proven: bool
 fn stored(v: &Decimal, meta: &ColMeta) -> Option<String> {
     use crate::rules::captures::types::{DECIMAL, INT24, LONG, LONGLONG, NEWDECIMAL, SHORT, TINY, YEAR};
     if matches!(meta.col_type, DECIMAL | NEWDECIMAL) {
-        Some(v.round_to(u32::from(meta.decimals)).to_string())
+        let scale = u32::from(meta.decimals);
+        let r = v.round_to(scale);
+        if meta.length > 0 {
+            // length = precision + the point (when scale > 0) + the sign
+            // (when signed); a value past the precision is clamped without
+            // strict mode.
+            let precision = meta.length.saturating_sub(u32::from(scale > 0) + u32::from(!meta.unsigned()));
+            let bound = Decimal::parse(&format!("1{}", "0".repeat(precision.saturating_sub(scale) as usize)))?;
+            if (meta.unsigned() && r.is_negative()) || r.abs().cmp_value(&bound) != std::cmp::Ordering::Less {
+                return None;
+            }
+        }
+        Some(r.to_string())
     } else if meta.is_exact_number() {
         let r = v.round_to(0);
         let (lo, hi): (i128, i128) = match (meta.col_type, meta.unsigned()) {
@@ -690,7 +702,7 @@ mod tests {
     use crate::rules::captures::types::{LONG, LONGLONG, NEWDECIMAL, YEAR};
 
     fn meta(col_type: u8, unsigned: bool) -> ColMeta {
-        ColMeta { col_type, decimals: 0, charset: 63, flags: if unsigned { 0x20 } else { 0 } }
+        ColMeta { col_type, decimals: 0, charset: 63, flags: if unsigned { 0x20 } else { 0 }, length: 0 }
     }
 
     #[test]
@@ -704,5 +716,11 @@ mod tests {
         assert_eq!(stored(&d("150.5"), &meta(LONGLONG, false)).as_deref(), Some("151"));
         assert_eq!(stored(&d("50"), &meta(YEAR, false)), None, "a two-digit year");
         assert_eq!(stored(&d("1.005"), &ColMeta { decimals: 2, ..meta(NEWDECIMAL, false) }).as_deref(), Some("1.01"));
+        // DECIMAL(6,2): length 8 signed, 7 unsigned.
+        let dec62 = ColMeta { decimals: 2, length: 8, ..meta(NEWDECIMAL, false) };
+        assert_eq!(stored(&d("9999.994"), &dec62).as_deref(), Some("9999.99"));
+        assert_eq!(stored(&d("9999.995"), &dec62), None, "rounds to 10000.00: clamped");
+        assert_eq!(stored(&d("-9999.99"), &dec62).as_deref(), Some("-9999.99"));
+        assert_eq!(stored(&d("-1"), &ColMeta { decimals: 2, length: 7, ..meta(NEWDECIMAL, true) }), None);
     }
 }
