@@ -360,6 +360,8 @@ impl Conn {
     fn server_after(&mut self, ctl: &TxControl, class: &Classified, sql: &str) {
         match ctl {
             TxControl::Begin => self.in_trans = true,
+            // With autocommit off the server opens the next transaction at once.
+            TxControl::ImplicitCommit => self.in_trans = !self.autocommit,
             TxControl::Commit { chain } | TxControl::Rollback { chain } => self.in_trans = *chain,
             TxControl::Xa { start } => self.in_trans = *start,
             TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_) => {}

@@ -89,12 +89,16 @@ pub fn origin(class: &Classified, schema: Option<&str>, fallback: Option<&str>, 
 
 /// Type of a column from the values the rows show for it.
 pub fn meta(values: &[&Value]) -> ColMeta {
-    let utf8mb4 = ColMeta { col_type: 0xfd, decimals: 0, charset: 45, flags: 0 };
+    let utf8mb4 = ColMeta { col_type: 0xfd, decimals: 0, charset: 45, flags: 0, length: 0 };
     match values.iter().find(|v| **v != &Value::Null) {
-        Some(Value::Number(n)) if n.contains(['e', 'E']) => ColMeta { col_type: types::DOUBLE, decimals: 31, charset: 63, flags: 0 },
+        Some(Value::Number(n)) if n.contains(['e', 'E']) => {
+            ColMeta { col_type: types::DOUBLE, decimals: 31, charset: 63, flags: 0, length: 0 }
+        }
         Some(Value::Number(n)) => match n.split_once('.') {
-            Some((_, frac)) => ColMeta { col_type: types::NEWDECIMAL, decimals: frac.len().min(30) as u8, charset: 63, flags: 0 },
-            None => ColMeta { col_type: types::LONGLONG, decimals: 0, charset: 63, flags: 0 },
+            Some((_, frac)) => {
+                ColMeta { col_type: types::NEWDECIMAL, decimals: frac.len().min(30) as u8, charset: 63, flags: 0, length: 0 }
+            }
+            None => ColMeta { col_type: types::LONGLONG, decimals: 0, charset: 63, flags: 0, length: 0 },
         },
         _ => utf8mb4,
     }

@@ -104,7 +104,14 @@ pub fn replayable_statement(sql: &[u8]) -> bool {
     let word = first_keyword(sql);
     let ok =
         matches!(word.as_str(), "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "BEGIN" | "START" | "WITH" | "VALUES" | "TABLE");
-    ok && !sql.windows(2).any(|w| w == b":=") && !contains_ci(sql, b"temporary")
+    ok && !assigns_variables(sql) && !contains_ci(sql, b"temporary")
+}
+
+/// The statement assigns user variables (`@v := ...`). The server does not
+/// undo an assignment when a lock wait timeout rolls the statement back, so
+/// a re-send would assign again where the app saw one failed statement.
+pub fn assigns_variables(sql: &[u8]) -> bool {
+    sql.windows(2).any(|w| w == b":=")
 }
 
 /// First keyword of a statement, skipping whitespace, comments and `(`.

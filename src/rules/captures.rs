@@ -20,6 +20,8 @@ pub struct ColMeta {
     /// Character set id of the bytes as sent (63 = binary).
     pub charset: u16,
     pub flags: u16,
+    /// Column length (for DECIMAL: precision, point and sign); 0 = unknown.
+    pub length: u32,
 }
 
 pub mod types {
@@ -41,7 +43,7 @@ pub mod types {
 /// Unknown metadata (`thaw explain`, unit tests): a string in utf8mb4.
 impl Default for ColMeta {
     fn default() -> Self {
-        ColMeta { col_type: 0xfd, decimals: 0, charset: 0, flags: 0 }
+        ColMeta { col_type: 0xfd, decimals: 0, charset: 0, flags: 0, length: 0 }
     }
 }
 
@@ -306,6 +308,16 @@ impl Captures {
                     row.protected = false;
                 }
             }
+        }
+    }
+
+    /// ROLLBACK TO a savepoint thaw cannot place: any write since some
+    /// unknown point is undone, and the locks taken since may be released.
+    /// Every row's last-seen values become unknown.
+    pub fn rollback_to_unknown(&mut self) {
+        for row in self.rows.values_mut() {
+            row.uncertain = true;
+            row.protected = false;
         }
     }
 

@@ -124,7 +124,6 @@ impl Decimal {
     }
 
     /// Numeric comparison, whatever the scales.
-    #[cfg(test)]
     pub fn cmp_value(&self, other: &Decimal) -> std::cmp::Ordering {
         let scale = self.scale.max(other.scale);
         self.rescale(scale).cmp(&other.rescale(scale))

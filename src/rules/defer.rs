@@ -69,7 +69,7 @@ pub fn flush_cause(rules: &RuleSet, ctl: &TxControl, class: Option<&Classified>,
     match ctl {
         TxControl::None => {}
         TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_) => return Some("savepoint"),
-        TxControl::Begin | TxControl::Commit { .. } | TxControl::Xa { .. } => return Some("commit"),
+        TxControl::Begin | TxControl::Commit { .. } | TxControl::Xa { .. } | TxControl::ImplicitCommit => return Some("commit"),
         TxControl::Rollback { .. } => return None,
     }
     if reads_diagnostics(sql) || class.is_some_and(reads_session_state) {

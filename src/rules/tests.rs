@@ -736,3 +736,17 @@ fn reasons_carry_no_literals() {
         }
     }
 }
+
+#[test]
+fn xor_is_never_read_as_a_key_conjunct() {
+    // The server reads `id = 1 AND 0 XOR id = 3` as `(id = 1 AND 0) XOR id = 3`.
+    let rs = billing();
+    let ctx = Ctx::new();
+    for sql in [
+        "UPDATE users SET frozen_balance = 150 WHERE id = 1 AND 0 XOR id = 3",
+        "SELECT * FROM users WHERE id = 1 AND 0 XOR id = 3 FOR UPDATE",
+        "update users set frozen_balance = 150 where id = 1 and 0 xor id = 3",
+    ] {
+        assert!(unhandled_reason(&rs, sql, &ctx).contains("XOR"), "{sql}");
+    }
+}

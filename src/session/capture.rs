@@ -87,6 +87,7 @@ impl<'r> ResultCapture<'r> {
             col_type: fixed[7],
             flags: u16::from_le_bytes([fixed[8], fixed[9]]),
             decimals: fixed[10],
+            length: u32::from_le_bytes([fixed[3], fixed[4], fixed[5], fixed[6]]),
         };
         let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         self.cols.push(ColDef { schema: s(fields[1]), alias: s(fields[2]), org_table: s(fields[3]), org_name: s(fields[5]), meta });

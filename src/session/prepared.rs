@@ -23,7 +23,7 @@ use super::SessionError;
 use super::command::{Session, cmd};
 use super::query::Step;
 use crate::ops::metrics::labels;
-use crate::retry::record::{contains_ci, first_keyword};
+use crate::retry::record::{assigns_variables, contains_ci, first_keyword};
 use crate::rules::Action;
 use crate::rules::lex::Modes;
 use crate::rules::lock_clause;
@@ -376,7 +376,7 @@ impl Session {
         self.shared.metrics.prepared_executes.get_or_create(&labels([("route", route.name().into())])).inc();
         self.note_types(id, &packet, route);
         let in_tx = self.state.in_transaction();
-        let retry_unsafe = stmt.call || stmt.long_data;
+        let retry_unsafe = stmt.call || stmt.long_data || stmt.sql.as_deref().is_some_and(|s| assigns_variables(s.as_bytes()));
         let locking = stmt.locking.as_ref().map(|(shape, table)| self.shared.metrics.contention.shape(shape, table));
         if let Some(key) = &locking {
             self.note_locking_shape(key);

@@ -9,7 +9,7 @@ use super::command::Session;
 use super::response::{Outcome, RelayOpts};
 use super::validate::deadlock;
 use crate::ops::metrics::labels;
-use crate::retry::record::{contains_ci, first_keyword, replayable_statement};
+use crate::retry::record::{assigns_variables, contains_ci, first_keyword, replayable_statement};
 use crate::rules::lex::Modes;
 use crate::rules::{Action, ErrorResponse, Rewrite, RowId, Seen, ViolationCheck, ViolationResponse};
 use crate::sql::{self, Shape, TxControl};
@@ -93,7 +93,7 @@ impl Session {
             }
             None => packet.clone(),
         };
-        let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK");
+        let retry_unsafe = multi || matches!(keyword.as_str(), "CALL" | "LOAD" | "COMMIT" | "XA" | "ROLLBACK") || assigns_variables(sql);
         let locking = self.locking_read(sql, class.as_ref());
         let started = std::time::Instant::now();
         let mut first = self.send_recovering(&payload, retry_unsafe, self.state.in_transaction()).await?;
@@ -152,7 +152,54 @@ impl Session {
             self.state.settings_may_change();
         }
         self.after_statement(&ctl, &sent, &out, !multi && replayable_statement(sql));
+        if multi {
+            self.savepoints_of_later_statements(sql, out.err.is_some());
+            // A ROLLBACK TO in the packet gave rows savepoint values back;
+            // the statements around it are still unproven.
+            self.forget_what_it_may_have_written(class.as_ref());
+        } else if ctl == TxControl::None
+            && matches!(class.as_ref().map(|c| &c.shape), Some(Shape::Unknown(_)))
+            && (contains_ci(sql, b"savepoint") || matches!(keyword.as_str(), "CALL" | "EXECUTE"))
+        {
+            // An executable comment, a procedure or dynamic SQL may set or
+            // roll back to savepoints thaw does not see.
+            self.txn.forget_savepoints();
+        }
         Ok(())
+    }
+
+    /// Savepoint statements after the first statement of a multi-statement
+    /// packet (the first went through the transaction state with the
+    /// packet): set, rolled back to or released in order. When thaw cannot
+    /// split the packet, or a statement failed (which ones ran is unknown),
+    /// it no longer knows its savepoints.
+    fn savepoints_of_later_statements(&mut self, sql: &[u8], failed: bool) {
+        if self.txn.phase != super::txn::Phase::Open {
+            return;
+        }
+        let pieces = std::str::from_utf8(sql).ok().and_then(|text| {
+            let toks = crate::rules::lex::lex(text, self.modes()).ok()?;
+            let ctls: Vec<TxControl> = toks
+                .split(|t| t.token == sqlparser::tokenizer::Token::SemiColon)
+                .filter_map(|p| {
+                    let first = p.iter().find(|t| !t.is_trivia())?;
+                    let last = p.iter().rev().find(|t| !t.is_trivia())?;
+                    Some(sql::tx_control(&sql[first.start..last.end]))
+                })
+                .collect();
+            Some(ctls)
+        });
+        let is_savepoint = |c: &TxControl| matches!(c, TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_));
+        match pieces {
+            Some(ctls) if !failed => {
+                for c in ctls.iter().skip(1).filter(|c| is_savepoint(c)) {
+                    self.txn.savepoint_done(c);
+                }
+            }
+            Some(ctls) if !ctls.iter().any(is_savepoint) => {}
+            _ if !failed && !contains_ci(sql, b"savepoint") => {}
+            _ => self.txn.forget_savepoints(),
+        }
     }
 
     /// A transaction thaw rolled back, or one whose reads diverged, answers

@@ -90,6 +90,56 @@ impl Txn {
         }
     }
 
+    /// A savepoint statement the server ran. Names compare as the server
+    /// compares them (utf8mb3_general_ci); a ROLLBACK TO whose savepoint
+    /// thaw cannot tell apart for sure, or never saw set, leaves every row's
+    /// last-seen values unknown.
+    pub fn savepoint_done(&mut self, ctl: &TxControl) {
+        match ctl {
+            TxControl::Savepoint(n) => {
+                let fold = savepoint_fold(n);
+                self.savepoints.retain(|(s, _)| fold.is_none() || savepoint_fold(s) != fold);
+                self.savepoints.push((n.clone(), self.captures.clone()));
+            }
+            TxControl::RollbackTo(n) => match self.savepoint_position(n) {
+                Some(pos) => {
+                    let snap = self.savepoints[pos].1.clone();
+                    self.captures.rollback_to(&snap);
+                    self.savepoints.truncate(pos + 1);
+                }
+                None => self.captures.rollback_to_unknown(),
+            },
+            TxControl::Release(n) => match self.savepoint_position(n) {
+                Some(pos) => self.savepoints.truncate(pos),
+                // Which layers the server dropped is not known: none is trusted.
+                None => self.forget_savepoints(),
+            },
+            _ => {}
+        }
+    }
+
+    /// Savepoints may have been set, moved or rolled back to where thaw could
+    /// not see it (a multi-statement packet it could not split, a CALL, an
+    /// executable comment): a ROLLBACK TO is then one to an unknown savepoint.
+    pub fn forget_savepoints(&mut self) {
+        self.savepoints.clear();
+    }
+
+    /// The layer a savepoint name names on the server, when thaw can tell.
+    fn savepoint_position(&self, n: &str) -> Option<usize> {
+        let fold = savepoint_fold(n)?;
+        let mut found = None;
+        for (i, (s, _)) in self.savepoints.iter().enumerate() {
+            match savepoint_fold(s) {
+                Some(f) if f == fold => found = Some(i),
+                Some(_) => {}
+                // A name thaw cannot fold may be this one.
+                None => return None,
+            }
+        }
+        found
+    }
+
     pub fn statement_done(&mut self, e: StatementEnd<'_>) {
         let ok = e.err.is_none();
         if e.lost {
@@ -108,23 +158,8 @@ impl Txn {
                     self.end();
                     ended = false;
                 }
-                TxControl::Commit { .. } | TxControl::Rollback { .. } => ended = true,
-                TxControl::Savepoint(n) => {
-                    self.savepoints.retain(|(s, _)| !s.eq_ignore_ascii_case(n));
-                    self.savepoints.push((n.clone(), self.captures.clone()));
-                }
-                TxControl::RollbackTo(n) => {
-                    if let Some(pos) = self.savepoints.iter().position(|(s, _)| s.eq_ignore_ascii_case(n)) {
-                        let snap = self.savepoints[pos].1.clone();
-                        self.captures.rollback_to(&snap);
-                        self.savepoints.truncate(pos + 1);
-                    }
-                }
-                TxControl::Release(n) => {
-                    if let Some(pos) = self.savepoints.iter().position(|(s, _)| s.eq_ignore_ascii_case(n)) {
-                        self.savepoints.truncate(pos);
-                    }
-                }
+                TxControl::Commit { .. } | TxControl::Rollback { .. } | TxControl::ImplicitCommit => ended = true,
+                TxControl::Savepoint(_) | TxControl::RollbackTo(_) | TxControl::Release(_) => self.savepoint_done(e.ctl),
                 TxControl::Xa { start } => self.xa = *start,
                 TxControl::None => {}
             }
@@ -147,6 +182,30 @@ impl Txn {
             self.recorder.mark("a statement whose session effects a replay cannot reproduce");
         }
     }
+}
+
+/// A savepoint name as utf8mb3_general_ci compares it (`é` is `E`, `ß` is
+/// `S`), for the characters thaw knows the folding of; `None` for others.
+fn savepoint_fold(name: &str) -> Option<String> {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                return Some(c.to_ascii_uppercase());
+            }
+            Some(match c {
+                'À'..='Å' | 'à'..='å' => 'A',
+                'Ç' | 'ç' => 'C',
+                'È'..='Ë' | 'è'..='ë' => 'E',
+                'Ì'..='Ï' | 'ì'..='ï' => 'I',
+                'Ñ' | 'ñ' => 'N',
+                'Ò'..='Ö' | 'ò'..='ö' => 'O',
+                'Ù'..='Ü' | 'ù'..='ü' => 'U',
+                'Ý' | 'ý' | 'ÿ' => 'Y',
+                'ß' => 'S',
+                _ => return None,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -225,6 +284,32 @@ mod tests {
         t.statement_done(end(&TxControl::Release("A".into()), true));
         t.statement_done(end(&TxControl::RollbackTo("A".into()), true));
         assert!(t.captures.get(&id).is_some(), "released: ROLLBACK TO fails on the server, nothing changes");
+    }
+
+    #[test]
+    fn savepoint_names_compare_as_the_server_does() {
+        assert_eq!(savepoint_fold("é"), savepoint_fold("E"));
+        assert_eq!(savepoint_fold("Straße"), savepoint_fold("strase"));
+        assert_ne!(savepoint_fold("a "), savepoint_fold("a"));
+        assert_eq!(savepoint_fold("Ø"), None);
+        let mut t = Txn::new(false);
+        t.statement_done(end(&TxControl::None, true));
+        capture(&mut t, b"0", Seen::Unlocked);
+        let id = t.captures.id("db", "users", "8");
+        t.statement_done(end(&TxControl::Savepoint("é".into()), true));
+        t.captures.apply(&[crate::rules::CaptureUpdate::Set {
+            schema: "db".into(),
+            table: "users".into(),
+            key: "8".into(),
+            column: "frozen_balance".into(),
+            value: Some("28".into()),
+        }]);
+        t.statement_done(end(&TxControl::RollbackTo("E".into()), true));
+        assert_eq!(frozen(&t), Some(Some("0")), "ROLLBACK TO e is ROLLBACK TO é");
+        t.statement_done(end(&TxControl::Savepoint("Ø".into()), true));
+        t.statement_done(end(&TxControl::RollbackTo("O".into()), true));
+        let row = t.captures.get(&id).unwrap();
+        assert!(row.uncertain && !row.protected, "a savepoint thaw cannot tell apart: the values are not known");
     }
 
     #[test]

@@ -238,8 +238,93 @@ pub fn is_builtin(name: &str) -> bool {
     BUILTIN.binary_search(&n.as_str()).is_ok()
 }
 
+/// Built-ins the server parses as such only when `(` follows the name
+/// at once (MySQL's "function name parsing" list); with a blank or a comment
+/// before the `(` the name calls a stored function of the current database
+/// when one exists (unless the session has IGNORE_SPACE).
+const SPACE_SENSITIVE: &[&str] = &[
+    "adddate",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "cast",
+    "count",
+    "curdate",
+    "curtime",
+    "date_add",
+    "date_sub",
+    "extract",
+    "group_concat",
+    "max",
+    "mid",
+    "min",
+    "now",
+    "position",
+    "session_user",
+    "std",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "subdate",
+    "substr",
+    "substring",
+    "sum",
+    "sysdate",
+    "system_user",
+    "trim",
+    "var_pop",
+    "var_samp",
+    "variance",
+];
+
+/// The statement may call a stored function: a function name that is not
+/// a known built-in (or is qualified by a schema), or one of the
+/// space-sensitive built-in names with a blank or comment before its `(`.
+pub fn calls_maybe_stored(toks: &[crate::rules::lex::Tok], stmt: &sqlparser::ast::Statement) -> bool {
+    use sqlparser::ast::{Expr, visit_expressions};
+    use sqlparser::tokenizer::Token;
+    use std::ops::ControlFlow;
+    let spaced = toks.iter().enumerate().any(|(i, t)| {
+        matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && SPACE_SENSITIVE.binary_search(&w.value.to_ascii_lowercase().as_str()).is_ok())
+            && toks.get(i + 1).is_some_and(|n| n.is_trivia())
+            && toks[i + 1..].iter().find(|n| !n.is_trivia()).is_some_and(|n| n.token == Token::LParen)
+    });
+    if spaced {
+        return true;
+    }
+    visit_expressions(stmt, |e| match e {
+        Expr::Function(f) if !(f.name.0.len() == 1 && f.name.0[0].as_ident().is_some_and(|i| is_builtin(&i.value))) => {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn space_sensitive_names_are_builtins_and_sorted() {
+        assert!(super::SPACE_SENSITIVE.windows(2).all(|w| w[0] < w[1]), "keep SPACE_SENSITIVE sorted");
+        assert!(super::SPACE_SENSITIVE.iter().all(|n| super::is_builtin(n)));
+    }
+
+    #[test]
+    fn maybe_stored_calls() {
+        use crate::rules::lex::{Modes, lex};
+        let calls = |sql: &str| {
+            let toks = lex(sql, Modes::default()).unwrap();
+            let stmt = crate::rules::plan::parse_one(&toks).unwrap();
+            super::calls_maybe_stored(&toks, &stmt)
+        };
+        assert!(!calls("SELECT NOW(), COUNT(*), abs (1) FROM t"));
+        assert!(!calls("INSERT INTO t (a) VALUES (1)"));
+        assert!(calls("SELECT now () FROM t"));
+        assert!(calls("SELECT SUM/**/(a) FROM t"));
+        assert!(calls("SELECT credit(1)"));
+        assert!(calls("SELECT db.abs(1)"));
+    }
+
     #[test]
     fn sorted_and_found() {
         assert!(super::BUILTIN.windows(2).all(|w| w[0] < w[1]), "keep BUILTIN sorted");

@@ -8,5 +8,5 @@ mod functions;
 mod txctl;
 
 pub use classify::{Classified, Factor, Relation, Shape, WriteKind, classify};
-pub use functions::is_builtin;
+pub use functions::{calls_maybe_stored, is_builtin};
 pub use txctl::{TxControl, is_plain_commit, tx_control};

@@ -19,6 +19,10 @@ pub enum TxControl {
     Savepoint(String),
     RollbackTo(String),
     Release(String),
+    /// LOCK TABLES: commits an open transaction first; with autocommit off
+    /// the server reports a new one open at once, so the status flags never
+    /// show the end.
+    ImplicitCommit,
     /// XA START / XA BEGIN (`start`), XA COMMIT / XA ROLLBACK.
     Xa {
         start: bool,
@@ -39,12 +43,29 @@ fn words(sql: &[u8], n: usize) -> Vec<String> {
             break;
         } else if sql[i..].starts_with(b"/*") {
             i = sql[i + 2..].windows(2).position(|w| w == b"*/").map_or(sql.len(), |p| i + 2 + p + 2);
-        } else if b == b'#' || sql[i..].starts_with(b"-- ") || sql[i..].starts_with(b"--\t") || sql[i..].starts_with(b"--\n") {
+        } else if b == b'#' || (sql[i..].starts_with(b"--") && sql.get(i + 2).is_none_or(|&c| c <= b' ' || c == 0x7f)) {
+            // The server takes `--` followed by a blank or any control
+            // character (`--\r\n` of CRLF text), or the end, for a comment.
             i = sql[i..].iter().position(|&c| c == b'\n').map_or(sql.len(), |p| i + p + 1);
-        } else if b == b'`' {
-            let end = sql[i + 1..].iter().position(|&c| c == b'`').map_or(sql.len(), |p| i + 1 + p);
-            out.push(String::from_utf8_lossy(&sql[i + 1..end.min(sql.len())]).into_owned());
-            i = end + 1;
+        } else if b == b'`' || b == b'"' {
+            // `"` quotes a name under ANSI_QUOTES (and is a syntax error
+            // otherwise); a doubled quote inside stands for one.
+            let mut name = Vec::new();
+            i += 1;
+            while i < sql.len() {
+                if sql[i] == b {
+                    if sql.get(i + 1) == Some(&b) {
+                        name.push(b);
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                name.push(sql[i]);
+                i += 1;
+            }
+            out.push(String::from_utf8_lossy(&name).into_owned());
+            i += 1;
         } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 {
             let start = i;
             while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'_' || sql[i] == b'$' || sql[i] >= 0x80) {
@@ -78,6 +99,7 @@ pub fn tx_control(sql: &[u8]) -> TxControl {
         }
         ["SAVEPOINT", ..] => TxControl::Savepoint(name_after(1)),
         ["RELEASE", "SAVEPOINT", ..] => TxControl::Release(name_after(2)),
+        ["LOCK", "TABLE" | "TABLES", ..] => TxControl::ImplicitCommit,
         ["XA", "START" | "BEGIN", ..] => TxControl::Xa { start: true },
         ["XA", "COMMIT" | "ROLLBACK", ..] => TxControl::Xa { start: false },
         _ => TxControl::None,
@@ -112,10 +134,18 @@ mod tests {
         assert_eq!(tx_control(b"ROLLBACK TO SAVEPOINT sp1"), TxControl::RollbackTo("SP1".into()));
         assert_eq!(tx_control(b"rollback work to `Sp 2`"), TxControl::RollbackTo("Sp 2".into()));
         assert_eq!(tx_control(b"SAVEPOINT a"), TxControl::Savepoint("A".into()));
+        assert_eq!(tx_control(b"SAVEPOINT \"b\""), TxControl::Savepoint("b".into()));
+        assert_eq!(tx_control(b"SAVEPOINT `a``b`"), TxControl::Savepoint("a`b".into()));
+        assert_eq!(tx_control(b"ROLLBACK TO SAVEPOINT \"b\""), TxControl::RollbackTo("b".into()));
         assert_eq!(tx_control(b"RELEASE SAVEPOINT a"), TxControl::Release("A".into()));
         assert_eq!(tx_control(b"-- c\nCOMMIT"), TxControl::Commit { chain: false });
+        assert_eq!(tx_control(b"--\r\nROLLBACK TO a"), TxControl::RollbackTo("A".into()));
+        assert_eq!(tx_control(b"--\x01 x\nSAVEPOINT a"), TxControl::Savepoint("A".into()));
+        assert_eq!(tx_control(b"--1"), TxControl::None);
         assert_eq!(tx_control(b"/*!COMMIT*/"), TxControl::None);
         assert_eq!(tx_control(b"SELECT 1"), TxControl::None);
+        assert_eq!(tx_control(b"lock tables t write"), TxControl::ImplicitCommit);
+        assert_eq!(tx_control(b"LOCK TABLE t READ"), TxControl::ImplicitCommit);
         assert_eq!(tx_control(b"XA START 'x'"), TxControl::Xa { start: true });
         assert_eq!(tx_control(b"xa rollback 'x'"), TxControl::Xa { start: false });
         assert!(is_plain_commit(b"commit"));

@@ -130,6 +130,12 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
     if toks.iter().any(|t| matches!(t.token, Token::StringConcat | Token::Overlap | Token::ExclamationMark)) {
         return Err(unh(mentioned, "operator whose meaning depends on sql_mode (||, &&, !)"));
     }
+    // sqlparser ranks XOR above `=`; the server below AND (`a AND b XOR c`
+    // is `(a AND b) XOR c`): the parsed tree would show a key conjunct the
+    // server does not have.
+    if toks.iter().any(|t| t.is_kw(Keyword::XOR)) {
+        return Err(unh(mentioned, "XOR, which sqlparser and the server parse with different precedence"));
+    }
     let lock = lock_clause::find(toks);
     let body: Vec<Tok> = match lock {
         LockClause::NotTrailing => return Err(unh(mentioned, "locking read whose lock clause does not end the statement")),
@@ -149,6 +155,11 @@ fn plan_one<'r>(rules: &'r RuleSet, sql: &str, toks: &[Tok], ctx: &PlanContext<'
             Ok(None)
         };
     };
+    // A stored function may read or write any row, the window's included,
+    // while the statement runs: nothing about it is proven.
+    if crate::sql::calls_maybe_stored(toks, &stmt) {
+        return Err(unh(mentioned, "call of a function that may be stored (not a known built-in)"));
+    }
     match (&stmt, &lock) {
         (Statement::Query(q), LockClause::Trailing { first, end, cut_start, cut_end }) => {
             let try_lock = toks[*first..*end].iter().any(|t| t.is_kw(Keyword::NOWAIT) || t.is_kw(Keyword::SKIP));

@@ -356,10 +356,21 @@ pub(super) fn plan_update<'r>(
             Some(c) => checks.push(c),
             None => return Err(unh(rule, format!("{col}: the captured value cannot be compared exactly through a literal"))),
         }
-        // The literal as written: `'007'` must stay `007` for a string column.
-        on_success.push(match written {
-            Some(v) => set(v),
-            None => forget(),
+        // What the column stores: a number into an integer or DECIMAL column
+        // as stored() says; NULL. A string is stored as the column's type,
+        // length, character set and sql_mode make it (cut to the length
+        // without strict mode, an ENUM's own spelling, `?` for a character
+        // the column cannot hold): not known, so the capture forgets it.
+        // Unknown metadata (explain, tests): the literal as written.
+        let unknown_meta = meta == ColMeta::default();
+        on_success.push(match (&lit, written) {
+            (_, Some(None)) => set(None),
+            (_, Some(v)) if unknown_meta => set(v),
+            (Some(Lit::Number(_)), Some(Some(n))) if meta.is_exact_number() => match Decimal::parse(&n).and_then(|d| stored(&d, &meta)) {
+                Some(v) => set(Some(v)),
+                None => forget(),
+            },
+            _ => forget(),
         });
     }
     let cas_checks = checks.clone();
@@ -439,13 +450,47 @@ pub(super) fn pass(rule: &TableRule, sql: &str, row: Option<RowId>, proven: bool
 
 /// The value a column stores for `v`: DECIMAL scale applied, integers
 /// rounded (half away from zero, as the server stores `150.5` into BIGINT).
-/// `None` for a type whose stored text thaw cannot predict (FLOAT, DOUBLE).
+/// `None` for a type whose stored text thaw cannot predict (FLOAT, DOUBLE),
+/// and for an integer out of its type's range (without strict mode the
+/// server clamps it to the bound, with a warning) or a YEAR outside
+/// 1901..2155 (two-digit years are read as 19xx/20xx).
 fn stored(v: &Decimal, meta: &ColMeta) -> Option<String> {
-    use crate::rules::captures::types::{DECIMAL, NEWDECIMAL};
+    use crate::rules::captures::types::{DECIMAL, INT24, LONG, LONGLONG, NEWDECIMAL, SHORT, TINY, YEAR};
     if matches!(meta.col_type, DECIMAL | NEWDECIMAL) {
-        Some(v.round_to(u32::from(meta.decimals)).to_string())
+        let scale = u32::from(meta.decimals);
+        let r = v.round_to(scale);
+        if meta.length > 0 {
+            // length = precision + the point (when scale > 0) + the sign
+            // (when signed); a value past the precision is clamped without
+            // strict mode.
+            let precision = meta.length.saturating_sub(u32::from(scale > 0) + u32::from(!meta.unsigned()));
+            let bound = Decimal::parse(&format!("1{}", "0".repeat(precision.saturating_sub(scale) as usize)))?;
+            if (meta.unsigned() && r.is_negative()) || r.abs().cmp_value(&bound) != std::cmp::Ordering::Less {
+                return None;
+            }
+        }
+        Some(r.to_string())
     } else if meta.is_exact_number() {
-        Some(v.round_to(0).to_string())
+        let r = v.round_to(0);
+        let (lo, hi): (i128, i128) = match (meta.col_type, meta.unsigned()) {
+            (TINY, false) => (-128, 127),
+            (TINY, true) => (0, 255),
+            (SHORT, false) => (-32768, 32767),
+            (SHORT, true) => (0, 65535),
+            (INT24, false) => (-8388608, 8388607),
+            (INT24, true) => (0, 16777215),
+            (LONG, false) => (i32::MIN.into(), i32::MAX.into()),
+            (LONG, true) => (0, u32::MAX.into()),
+            (LONGLONG, false) => (i64::MIN.into(), i64::MAX.into()),
+            (LONGLONG, true) => (0, u64::MAX.into()),
+            (YEAR, _) => (1901, 2155),
+            _ => return None,
+        };
+        let within = |bound: i128, below: bool| {
+            let b = Decimal::parse(&bound.to_string()).expect("an integer parses");
+            r.cmp_value(&b) != if below { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater }
+        };
+        (within(lo, true) && within(hi, false)).then(|| r.to_string())
     } else if meta.is_inexact() {
         None
     } else {
@@ -649,4 +694,33 @@ pub(crate) fn sample_guarded_update(rules: &RuleSet, table: &str) -> Option<Stri
         Plan::Rewrite(rw) => rw.sql,
         _ => sql,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::captures::types::{LONG, LONGLONG, NEWDECIMAL, YEAR};
+
+    fn meta(col_type: u8, unsigned: bool) -> ColMeta {
+        ColMeta { col_type, decimals: 0, charset: 63, flags: if unsigned { 0x20 } else { 0 }, length: 0 }
+    }
+
+    #[test]
+    fn stored_values_within_the_type_range_only() {
+        let d = |s: &str| Decimal::parse(s).unwrap();
+        assert_eq!(stored(&d("2147483647"), &meta(LONG, false)).as_deref(), Some("2147483647"));
+        assert_eq!(stored(&d("2147483648"), &meta(LONG, false)), None, "clamped without strict mode");
+        assert_eq!(stored(&d("2147483648"), &meta(LONG, true)).as_deref(), Some("2147483648"));
+        assert_eq!(stored(&d("-1"), &meta(LONGLONG, true)), None);
+        assert_eq!(stored(&d("-9223372036854775808"), &meta(LONGLONG, false)).as_deref(), Some("-9223372036854775808"));
+        assert_eq!(stored(&d("150.5"), &meta(LONGLONG, false)).as_deref(), Some("151"));
+        assert_eq!(stored(&d("50"), &meta(YEAR, false)), None, "a two-digit year");
+        assert_eq!(stored(&d("1.005"), &ColMeta { decimals: 2, ..meta(NEWDECIMAL, false) }).as_deref(), Some("1.01"));
+        // DECIMAL(6,2): length 8 signed, 7 unsigned.
+        let dec62 = ColMeta { decimals: 2, length: 8, ..meta(NEWDECIMAL, false) };
+        assert_eq!(stored(&d("9999.994"), &dec62).as_deref(), Some("9999.99"));
+        assert_eq!(stored(&d("9999.995"), &dec62), None, "rounds to 10000.00: clamped");
+        assert_eq!(stored(&d("-9999.99"), &dec62).as_deref(), Some("-9999.99"));
+        assert_eq!(stored(&d("-1"), &ColMeta { decimals: 2, length: 7, ..meta(NEWDECIMAL, true) }), None);
+    }
 }
