@@ -376,7 +376,10 @@ impl Session {
         self.shared.metrics.prepared_executes.get_or_create(&labels([("route", route.name().into())])).inc();
         self.note_types(id, &packet, route);
         let in_tx = self.state.in_transaction();
-        let retry_unsafe = stmt.call || stmt.long_data || stmt.sql.as_deref().is_some_and(|s| assigns_variables(s.as_bytes()));
+        // As on the text path: an end of the transaction is never sent again.
+        let ends_transaction = matches!(stmt.ctl, TxControl::Commit { .. } | TxControl::Rollback { .. } | TxControl::Xa { .. });
+        let retry_unsafe =
+            stmt.call || stmt.long_data || ends_transaction || stmt.sql.as_deref().is_some_and(|s| assigns_variables(s.as_bytes()));
         let locking = stmt.locking.as_ref().map(|(shape, table)| self.shared.metrics.contention.shape(shape, table));
         if let Some(key) = &locking {
             self.note_locking_shape(key);
