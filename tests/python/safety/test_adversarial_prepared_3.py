@@ -26,6 +26,17 @@ from safety.deferral import with_defer_writes
 from safety.harness import Endpoint, Env, check, exec_in, std_setup
 from thawproc import ThawProc
 
+
+# Known limit (docs/safety-model.md, section 11): thaw's shadows count
+# against the server's global max_prepared_stmt_count, and a session can
+# close only its own. Strict: a fix makes these pass and the marker must go.
+SHADOW_SLOTS_LIMIT = "known limit: shadows hold slots of the global max_prepared_stmt_count"
+
+
+def _known_limit_through_thaw(request, via) -> None:
+    if via == "thaw":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SHADOW_SLOTS_LIMIT))
+
 USER_READ = "SELECT id, balance, frozen_balance FROM users WHERE id = ? FOR UPDATE"
 FREEZE = "UPDATE users SET frozen_balance = ? WHERE id = ?"
 
@@ -100,7 +111,7 @@ def test_sql_prepare_is_not_refused_for_a_slot_a_shadow_holds(via, subject, dire
     check(scenario, setup=std_setup(), via=via, subject=subject, direct=direct)
 
 
-def test_shadow_of_one_connection_does_not_take_another_connections_slot(via, subject, direct):
+def test_shadow_of_one_connection_does_not_take_another_connections_slot(request, via, subject, direct):
     """Two connections of one app pool. The first prepares the locking read;
     then the second prepares the freeze. The server has room for exactly
     the app's two statements (max_prepared_stmt_count is global).
@@ -112,6 +123,7 @@ def test_shadow_of_one_connection_does_not_take_another_connections_slot(via, su
     to close (`self.shadows > 0` is false), and nothing closes another
     session's: shadows do cost the app slots, one per governed locking read
     per connection, plus up to 4 idle ones per connection."""
+    _known_limit_through_thaw(request, via)
     def scenario(env: Env, db: str):
         first = BinClient(env())
         second = BinClient(env())
@@ -125,7 +137,7 @@ def test_shadow_of_one_connection_does_not_take_another_connections_slot(via, su
 
 
 
-def test_procedure_that_prepares_is_not_refused_for_a_slot_a_shadow_holds(via, subject, direct):
+def test_procedure_that_prepares_is_not_refused_for_a_slot_a_shadow_holds(request, via, subject, direct):
     """The same room for exactly the app's statements, and the app's second
     statement is a stored procedure that prepares one of its own (dynamic
     SQL: `PREPARE s FROM '...'; EXECUTE s; DEALLOCATE PREPARE s`).
@@ -135,6 +147,7 @@ def test_procedure_that_prepares_is_not_refused_for_a_slot_a_shadow_holds(via, s
     inside the procedure fails: the app gets 1461 from its CALL. A CALL
     cannot be sent again (what the procedure did before its PREPARE would
     run twice), so closing the shadows after the error does not help."""
+    _known_limit_through_thaw(request, via)
     def setup(env: Env) -> None:
         std_setup()(env)
         exec_in(env.db, "CREATE PROCEDURE report() BEGIN PREPARE s FROM 'SELECT COUNT(*) FROM users';"
